@@ -1,0 +1,173 @@
+"""Genotypes: the discrete cells that a search derives, their JSON form, and published ones.
+
+A cell has ``steps`` intermediate nodes; node j (0-based) takes two inputs among the cell inputs
+c_{k-2}, c_{k-1} (indices 0, 1) and nodes 0..j-1 (indices 2..j+1). ``normal`` lists the chosen
+(op, input index) pairs two per node, and ``normal_concat`` the nodes concatenated as the output.
+
+Derivation (DARTS): with p = softmax(α) per edge, each edge's strength is max_{o ≠ none} p_o; every
+node keeps its two strongest incoming edges, each with its strongest non-``none`` op.
+"""
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .ops import PRIMITIVES
+
+Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
+
+
+def num_edges(steps: int) -> int:
+    """Edges of a search cell: node j has 2 + j inputs, so Σ_j (2 + j)."""
+    return sum(2 + j for j in range(steps))
+
+
+def parse_alpha(weights, steps: int) -> list[tuple[str, int]]:
+    """Two (op, input) pairs per node from a (num_edges, |PRIMITIVES|) array of op weights."""
+    weights = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights)
+    if weights.shape != (num_edges(steps), len(PRIMITIVES)):
+        raise ValueError(
+            f"alpha must have shape ({num_edges(steps)}, {len(PRIMITIVES)}) for steps={steps}, "
+            f"got {weights.shape}"
+        )
+    none = PRIMITIVES.index("none")
+    gene, start = [], 0
+    for j in range(steps):
+        W = weights[start : start + 2 + j]
+        strength = [max(W[i][k] for k in range(len(PRIMITIVES)) if k != none) for i in range(2 + j)]
+        # stable sort: ties go to the earlier input, so derivation is deterministic
+        edges = sorted(range(2 + j), key=lambda i: -strength[i])[:2]
+        for i in sorted(edges):
+            best = max((k for k in range(len(PRIMITIVES)) if k != none), key=lambda k: W[i][k])
+            gene.append((PRIMITIVES[best], i))
+        start += 2 + j
+    return gene
+
+
+def derive_genotype(alpha_normal, alpha_reduce, steps: int = 4, multiplier: int = 4) -> Genotype:
+    """The DARTS genotype of architecture logits α (softmax is taken here)."""
+    concat = list(range(2 + steps - multiplier, steps + 2))
+    return Genotype(
+        normal=parse_alpha(torch.softmax(torch.as_tensor(alpha_normal), dim=-1), steps),
+        normal_concat=concat,
+        reduce=parse_alpha(torch.softmax(torch.as_tensor(alpha_reduce), dim=-1), steps),
+        reduce_concat=concat,
+    )
+
+
+def random_genotype(steps: int = 4, multiplier: int = 4, generator: torch.Generator | None = None) -> Genotype:
+    """A genotype sampled uniformly: two distinct inputs per node, each a random non-none op."""
+    ops = [p for p in PRIMITIVES if p != "none"]
+
+    def cell():
+        gene = []
+        for j in range(steps):
+            inputs = sorted(torch.randperm(2 + j, generator=generator)[:2].tolist())
+            for i in inputs:
+                gene.append((ops[int(torch.randint(len(ops), (1,), generator=generator))], i))
+        return gene
+
+    concat = list(range(2 + steps - multiplier, steps + 2))
+    return Genotype(cell(), concat, cell(), concat)
+
+
+def validate(genotype: Genotype) -> Genotype:
+    """Check a genotype's ops and input indices; return it unchanged or raise ValueError."""
+    for name in ("normal", "reduce"):
+        gene = getattr(genotype, name)
+        if len(gene) % 2:
+            raise ValueError(f"{name} cell must list two (op, input) pairs per node, got {len(gene)} pairs")
+        for n, (op, i) in enumerate(gene):
+            if op not in PRIMITIVES or op == "none":
+                allowed = ", ".join(p for p in PRIMITIVES if p != "none")
+                raise ValueError(f"{name} cell: unknown op {op!r}; allowed: {allowed}")
+            if not 0 <= int(i) < 2 + n // 2:
+                raise ValueError(f"{name} cell: node {n // 2} cannot take input {i}; allowed 0..{1 + n // 2}")
+        concat = getattr(genotype, f"{name}_concat")
+        if not concat or max(concat) >= 2 + len(gene) // 2 or min(concat) < 0:
+            raise ValueError(f"{name}_concat {list(concat)} names nodes outside 0..{1 + len(gene) // 2}")
+    return genotype
+
+
+def to_dict(genotype: Genotype) -> dict:
+    return {
+        "normal": [[op, int(i)] for op, i in genotype.normal],
+        "normal_concat": [int(i) for i in genotype.normal_concat],
+        "reduce": [[op, int(i)] for op, i in genotype.reduce],
+        "reduce_concat": [int(i) for i in genotype.reduce_concat],
+    }
+
+
+def from_dict(d: dict) -> Genotype:
+    missing = {"normal", "normal_concat", "reduce", "reduce_concat"} - set(d)
+    if missing:
+        raise ValueError(f"genotype is missing {sorted(missing)}; expected keys normal, normal_concat, reduce, reduce_concat")
+    return validate(
+        Genotype(
+            normal=[(str(op), int(i)) for op, i in d["normal"]],
+            normal_concat=[int(i) for i in d["normal_concat"]],
+            reduce=[(str(op), int(i)) for op, i in d["reduce"]],
+            reduce_concat=[int(i) for i in d["reduce_concat"]],
+        )
+    )
+
+
+def save_genotype(genotype: Genotype, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_dict(genotype), indent=1))
+    return path
+
+
+def load_genotype(path) -> Genotype:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no genotype file at {path}; save one with save_genotype() or run notebook 05")
+    return from_dict(json.loads(path.read_text()))
+
+
+def get_genotype(name_or_path) -> Genotype:
+    """A published genotype by name (see PUBLISHED) or one saved as JSON."""
+    if isinstance(name_or_path, Genotype):
+        return validate(name_or_path)
+    if name_or_path in PUBLISHED:
+        return PUBLISHED[name_or_path]
+    if str(name_or_path).endswith(".json"):
+        return load_genotype(name_or_path)
+    raise ValueError(
+        f"unknown genotype {name_or_path!r}; use one of {', '.join(PUBLISHED)} or the path of a .json file"
+    )
+
+
+_C = [2, 3, 4, 5]
+#: genotypes from the literature (DARTS, Liu et al. 2019; PC-DARTS, Xu et al. 2020), CIFAR-10 searches
+PUBLISHED = {
+    "DARTS_V1": Genotype(
+        normal=[("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
+                ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
+        normal_concat=_C,
+        reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+                ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("avg_pool_3x3", 0)],
+        reduce_concat=_C,
+    ),
+    "DARTS_V2": Genotype(
+        normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+                ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
+        normal_concat=_C,
+        reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+                ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
+        reduce_concat=_C,
+    ),
+    "PC_DARTS": Genotype(
+        normal=[("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
+                ("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("avg_pool_3x3", 0), ("dil_conv_3x3", 1)],
+        normal_concat=_C,
+        reduce=[("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
+                ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2)],
+        reduce_concat=_C,
+    ),
+}
