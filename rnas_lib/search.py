@@ -1,0 +1,299 @@
+"""DARTS bilevel search with an optional robustness term (the DSRNA objective).
+
+    min_α  L_val(w*(α), α) − γ·R(w*(α), α)    s.t.  w*(α) = argmin_w L_train(w, α) [− γ_w·R(w, α)]
+
+alternating one step on α (Adam, on the validation half) and one on w (SGD with momentum,
+cosine learning rate, gradient clipping, on the training half) per mini-batch.
+First order uses w*(α) ≈ w. Second order (DARTS) uses one unrolled step
+w' = w − ξ∇_w L_train(w, α) and the finite-difference Hessian-vector product
+    ∇²_{α,w} L_train · v ≈ (∇_α L_train(w⁺, α) − ∇_α L_train(w⁻, α)) / (2r),  w^± = w ± r·v,
+with v = ∇_{w'} L_val(w', α) and r = 0.01/‖v‖.
+
+Methods (``SearchConfig.method``): ``darts`` (no R), ``random`` (a sampled genotype, no training),
+and every robustness term in ``rnas_lib.robustness.TERMS`` (R is switched on after
+``warmup_epochs``). Each epoch writes ``history.json``, ``genotype.json`` and a resumable
+``checkpoint.pt`` into the run folder.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import robustness
+from .data import TensorData, batches, dataset_info, load_dataset, search_split
+from .genotypes import Genotype, random_genotype, save_genotype, to_dict
+from .runs import load_checkpoint, run_dir, save_checkpoint, save_json
+from .supernet import SearchNetwork
+from .tiers import Tier, get_tier
+
+BUILTIN_METHODS = ("darts", "random")
+TIER_FIELDS = set(Tier.__dataclass_fields__) - {"name"}
+
+
+def methods() -> tuple[str, ...]:
+    return BUILTIN_METHODS + tuple(robustness.TERMS)
+
+
+@dataclass
+class SearchConfig:
+    method: str = "darts"
+    epochs: int = 6
+    batch_size: int = 64
+    lr_w: float = 0.025
+    lr_w_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    lr_alpha: float = 3e-4
+    alpha_weight_decay: float = 1e-3
+    grad_clip: float = 5.0
+    order: int = 1
+    gamma: float = 0.01  # weight of R in the α loss
+    gamma_w: float = 0.0  # weight of R in the w loss (0: R at the architecture level only)
+    warmup_epochs: int = 0
+    method_options: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in methods():
+            raise ValueError(f"unknown search method {self.method!r}; allowed: {', '.join(methods())}")
+        if self.order not in (1, 2):
+            raise ValueError(f"order must be 1 (first-order DARTS) or 2 (unrolled), got {self.order!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr_w", "lr_alpha", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("gamma", "gamma_w", "lr_w_min", "weight_decay", "alpha_weight_decay", "momentum"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
+        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be an integer ≥ 0, got {self.warmup_epochs!r}")
+        if self.method_options and self.method in BUILTIN_METHODS:
+            raise ValueError(f"method {self.method!r} takes no method_options, got {self.method_options}")
+
+    def make_term(self):
+        """The robustness term R of this method, or None."""
+        if self.method in BUILTIN_METHODS:
+            return None
+        factory = robustness.TERMS[self.method]
+        allowed = inspect.signature(factory).parameters
+        unknown = set(self.method_options) - set(allowed)
+        if unknown:
+            raise ValueError(f"method {self.method!r} has no options {sorted(unknown)}; allowed: {', '.join(allowed)}")
+        return factory(**self.method_options)
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    history: list
+    model: SearchNetwork | None
+    out_dir: Path | None
+
+
+def cosine_lr(epoch: int, epochs: int, lr_max: float, lr_min: float) -> float:
+    """lr_min + ½(lr_max − lr_min)(1 + cos(π·epoch/epochs))."""
+    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * epoch / epochs))
+
+
+@torch.no_grad()
+def evaluate(model, data: TensorData, batch_size: int = 256) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in its current mode."""
+    loss, correct = 0.0, 0
+    for x, y in batches(data, batch_size):
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return loss / len(data), correct / len(data)
+
+
+class _Searcher:
+    def __init__(self, model: SearchNetwork, config: SearchConfig):
+        self.model, self.config = model, config
+        self.term = config.make_term()
+        self.w_opt = torch.optim.SGD(model.weights(), config.lr_w, momentum=config.momentum,
+                                     weight_decay=config.weight_decay)
+        self.a_opt = torch.optim.Adam(model.arch_parameters(), config.lr_alpha, betas=(0.5, 0.999),
+                                      weight_decay=config.alpha_weight_decay)
+        self.unrolled = copy.deepcopy(model) if config.order == 2 else None
+
+    def loss(self, model, x, y, gamma, robust):
+        """CE(f(x), y) − γ·R(f, x, y); returns (loss, logits, R or None)."""
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if robust and gamma > 0:
+            r = self.term(model, x, y)
+            return loss - gamma * r, logits, r
+        return loss, logits, None
+
+    def alpha_step(self, xt, yt, xv, yv, robust: bool):
+        c, alphas = self.config, self.model.arch_parameters()
+        if c.order == 1:
+            loss, _, r = self.loss(self.model, xv, yv, c.gamma, robust)
+            grads = torch.autograd.grad(loss, alphas)
+        else:
+            grads, r = self.unrolled_alpha_grads(xt, yt, xv, yv, robust)
+        for a, g in zip(alphas, grads):
+            a.grad = g
+        self.a_opt.step()
+        return r
+
+    def unrolled_alpha_grads(self, xt, yt, xv, yv, robust):
+        c, model = self.config, self.model
+        weights = model.weights()
+        eta = self.w_opt.param_groups[0]["lr"]
+        # w' = w − η (momentum·buffer + ∇_w L_train + λw), as one SGD step would move it
+        loss, _, _ = self.loss(model, xt, yt, c.gamma_w, robust)
+        g = torch.autograd.grad(loss, weights)
+        unrolled = self.unrolled
+        with torch.no_grad():
+            for p, q, gp in zip(weights, unrolled.weights(), g):
+                buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
+                step = gp + c.weight_decay * p + (c.momentum * buf if buf is not None else 0)
+                q.copy_(p - eta * step)
+            for a, b in zip(model.arch_parameters(), unrolled.arch_parameters()):
+                b.copy_(a)
+            for b_dst, b_src in zip(unrolled.buffers(), model.buffers()):
+                b_dst.copy_(b_src)
+        loss_val, _, r = self.loss(unrolled, xv, yv, c.gamma, robust)
+        u_w = unrolled.weights()
+        grads = torch.autograd.grad(loss_val, unrolled.arch_parameters() + u_w)
+        d_alpha, v = grads[:2], grads[2:]
+        # finite-difference Hessian-vector product ∇²_{α,w} L_train · v
+        radius = 0.01 / torch.cat([t.flatten() for t in v]).norm()
+        hv = []
+        for sign in (1, -2):
+            with torch.no_grad():
+                for p, t in zip(weights, v):
+                    p.add_(t, alpha=sign * radius.item())
+            loss, _, _ = self.loss(model, xt, yt, c.gamma_w, robust)
+            hv.append(torch.autograd.grad(loss, model.arch_parameters()))
+        with torch.no_grad():
+            for p, t in zip(weights, v):
+                p.add_(t, alpha=radius.item())
+        implicit = [(gp - gn) / (2 * radius) for gp, gn in zip(*hv)]
+        return [da - eta * h for da, h in zip(d_alpha, implicit)], r
+
+    def weight_step(self, x, y, robust: bool):
+        c, weights = self.config, self.model.weights()
+        loss, logits, _ = self.loss(self.model, x, y, c.gamma_w, robust)
+        grads = torch.autograd.grad(loss, weights)
+        for p, g in zip(weights, grads):
+            p.grad = g
+        torch.nn.utils.clip_grad_norm_(weights, c.grad_clip)
+        self.w_opt.step()
+        return loss.item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, config: SearchConfig,
+           out_dir=None, resume: bool = True, progress: bool = True) -> SearchResult:
+    """Run the bilevel search of ``config.method`` on ``model``; see the module docstring."""
+    if config.method == "random":
+        return _random_search(model, config, out_dir)
+    searcher = _Searcher(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    history, start = [], 0
+    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        start, history = _restore(ckpt_path, model, searcher, generator, config)
+    epochs = tqdm(range(start, config.epochs), desc=f"search {config.method}", disable=not progress,
+                  initial=start, total=config.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        lr = cosine_lr(epoch, config.epochs, config.lr_w, config.lr_w_min)
+        for group in searcher.w_opt.param_groups:
+            group["lr"] = lr
+        robust = searcher.term is not None and epoch >= config.warmup_epochs
+        model.train()
+        losses, accs, rs = [], [], []
+        train_batches = batches(train_data, config.batch_size, shuffle=True, generator=generator)
+        val_batches = batches(val_data, config.batch_size, shuffle=True, generator=generator)
+        for (xt, yt), (xv, yv) in zip(train_batches, val_batches):
+            r = searcher.alpha_step(xt, yt, xv, yv, robust)
+            if r is not None:
+                rs.append(r.item())
+            loss, acc = searcher.weight_step(xt, yt, robust)
+            losses.append(loss)
+            accs.append(acc)
+        model.eval()
+        val_loss, val_acc = evaluate(model, val_data)
+        w_normal, w_reduce = model.op_weights()
+        record = {
+            "epoch": epoch + 1, "lr": lr, "robust": robust,
+            "train_loss": sum(losses) / len(losses), "train_acc": sum(accs) / len(accs),
+            "val_loss": val_loss, "val_acc": val_acc,
+            "robustness": sum(rs) / len(rs) if rs else None,
+            "alpha_normal": w_normal.tolist(), "alpha_reduce": w_reduce.tolist(),
+            "genotype": to_dict(model.genotype()), "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        epochs.set_postfix(val_acc=f"{val_acc:.3f}", train_loss=f"{record['train_loss']:.3f}")
+        if out_dir is not None:
+            _save(Path(out_dir), model, searcher, generator, config, history)
+    return SearchResult(model.genotype(), history, model, Path(out_dir) if out_dir is not None else None)
+
+
+def _save(out_dir, model, searcher, generator, config, history):
+    save_checkpoint({
+        "model": model.state_dict(), "w_opt": searcher.w_opt.state_dict(), "a_opt": searcher.a_opt.state_dict(),
+        "generator": generator.get_state(), "rng": torch.get_rng_state(), "config": asdict(config),
+        "history": history,
+    }, out_dir / "checkpoint.pt")
+    save_json({"config": asdict(config), "history": history}, out_dir / "history.json")
+    save_genotype(model.genotype(), out_dir / "genotype.json")
+
+
+def _restore(path, model, searcher, generator, config):
+    state = load_checkpoint(path)
+    if state["config"] != asdict(config):
+        diff = {k: (state["config"].get(k), v) for k, v in asdict(config).items() if state["config"].get(k) != v}
+        raise ValueError(
+            f"the checkpoint at {path} was written with another configuration (stored, given): {diff}; "
+            "use another out_dir, delete the checkpoint, or pass resume=False"
+        )
+    model.load_state_dict(state["model"])
+    searcher.w_opt.load_state_dict(state["w_opt"])
+    searcher.a_opt.load_state_dict(state["a_opt"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["rng"])
+    return len(state["history"]), list(state["history"])
+
+
+def _random_search(model, config, out_dir):
+    genotype = random_genotype(model.steps, model.multiplier, torch.Generator().manual_seed(config.seed))
+    if out_dir is not None:
+        save_json({"config": asdict(config), "history": []}, Path(out_dir) / "history.json")
+        save_genotype(genotype, Path(out_dir) / "genotype.json")
+    return SearchResult(genotype, [], None, Path(out_dir) if out_dir is not None else None)
+
+
+def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_root=None, out_dir=None,
+               resume: bool = True, progress: bool = True, **config_overrides) -> SearchResult:
+    """Search at a tier's size on its dataset; results in ``runs/<tier>/search/<method>_seed<seed>/``.
+
+    ``config_overrides`` are SearchConfig fields (epochs, gamma, method_options, …) or tier fields
+    (dataset, search_C, search_layers, search_limit, …).
+    """
+    tier_fields = {k: config_overrides.pop(k) for k in list(config_overrides) if k in TIER_FIELDS}
+    t = get_tier(tier, **tier_fields)
+    config_overrides.setdefault("epochs", t.search_epochs)
+    config_overrides.setdefault("batch_size", t.search_batch_size)
+    config = SearchConfig(method=method, seed=seed, **config_overrides)
+    info = dataset_info(t.dataset, data_root)
+    train_half, val_half = search_split(load_dataset(t.dataset, True, data_root, t.search_limit), seed)
+    torch.manual_seed(seed)
+    model = SearchNetwork(t.search_C, info.num_classes, t.search_layers, t.steps, t.multiplier,
+                          info.in_channels, mean=info.mean, std=info.std)
+    if out_dir is None:
+        out_dir = run_dir(t.name, "search", f"{method}_seed{seed}")
+    return search(model, train_half, val_half, config, out_dir, resume, progress)

@@ -1,0 +1,52 @@
+"""Tiers: one set of code, three sizes, chosen by a notebook's ``tier`` parameter.
+
+| tier | data | supernet | final network |
+|---|---|---|---|
+| smoke | digits 8×8×1 | C=4, 3 cells, 4 nodes | C=8, 3 cells |
+| tutorial | MNIST 28×28×1 | C=8, 5 cells | C=16, 8 cells |
+| paper | CIFAR-10 32×32×3 | C=16, 8 cells, 50 epochs | C=36, 20 cells, 600 epochs |
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    dataset: str
+    # search
+    search_C: int
+    search_layers: int
+    search_epochs: int
+    search_batch_size: int
+    search_limit: int | None  # training images used by the search (None = all)
+    # retraining / evaluation
+    train_C: int
+    train_layers: int
+    train_epochs: int
+    train_batch_size: int
+    train_limit: int | None
+    test_limit: int | None
+    steps: int = 4
+    multiplier: int = 4
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+TIERS = {
+    "smoke": Tier("smoke", "digits", 4, 3, 6, 64, None, 8, 3, 15, 64, None, None),
+    "tutorial": Tier("tutorial", "mnist", 8, 5, 10, 64, 10000, 16, 8, 10, 128, None, 2000),
+    "paper": Tier("paper", "cifar10", 16, 8, 50, 64, None, 36, 20, 600, 96, None, None),
+}
+
+
+def get_tier(name: str, **overrides) -> Tier:
+    """The preset of tier ``name``, with any field replaced by ``overrides``."""
+    if name not in TIERS:
+        raise ValueError(f"unknown tier {name!r}; allowed: {', '.join(TIERS)}")
+    unknown = set(overrides) - set(Tier.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown tier fields {sorted(unknown)}; allowed: {', '.join(Tier.__dataclass_fields__)}")
+    return replace(TIERS[name], **overrides)

@@ -1,0 +1,158 @@
+"""Training a derived network from scratch (standard training), with resumable checkpoints.
+
+SGD with momentum and weight decay, cosine learning rate, gradient clipping, drop-path whose
+probability ramps linearly from 0 to ``drop_path_prob`` over the epochs (DARTS' schedule).
+A checkpoint stores the genotype and the network's shape next to its weights, so
+``load_network(path)`` rebuilds the trained network (loaded with ``weights_only=True``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import TensorData, batches, dataset_info, load_dataset
+from .genotypes import from_dict, get_genotype, to_dict
+from .network import Network
+from .runs import load_checkpoint, run_dir, save_checkpoint, save_json
+from .search import cosine_lr, evaluate
+from .tiers import Tier, get_tier
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.05
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    drop_path_prob: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.drop_path_prob < 1.0:
+            raise ValueError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob!r}")
+
+
+@dataclass
+class TrainResult:
+    model: Network
+    history: list
+    test_acc: float
+    out_dir: Path | None
+
+
+def network_spec(model: Network) -> dict:
+    """What ``load_network`` needs to rebuild ``model``."""
+    return {
+        "genotype": to_dict(model.genotype), "C": model.C, "num_classes": model.num_classes,
+        "layers": model.layers, "in_channels": model.in_channels,
+        "mean": model.normalize.mean.flatten().tolist(), "std": model.normalize.std.flatten().tolist(),
+    }
+
+
+def load_network(path) -> Network:
+    """The trained network saved by ``train_network`` at ``path`` (a checkpoint.pt), in eval mode."""
+    state = load_checkpoint(path)
+    if "spec" not in state:
+        raise ValueError(f"{path} is not a trained-network checkpoint (no 'spec'); it was not written by train_network")
+    spec = dict(state["spec"])
+    model = Network(from_dict(spec.pop("genotype")), **spec)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def train_network(model: Network, train_data: TensorData, test_data: TensorData, config: TrainConfig,
+                  out_dir=None, resume: bool = True, progress: bool = True) -> TrainResult:
+    """Train ``model`` on ``train_data``; record test accuracy after every epoch."""
+    opt = torch.optim.SGD(model.parameters(), config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    history, start = [], 0
+    ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    if resume and ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        if state["config"] != asdict(config) or state["spec"] != network_spec(model):
+            raise ValueError(f"the checkpoint at {ckpt} belongs to another configuration or network; "
+                             "use another out_dir, delete it, or pass resume=False")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        history, start = list(state["history"]), len(state["history"])
+    epochs = tqdm(range(start, config.epochs), desc="train", disable=not progress, initial=start, total=config.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        lr = cosine_lr(epoch, config.epochs, config.lr, config.lr_min)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        model.drop_path_prob = config.drop_path_prob * epoch / config.epochs
+        model.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        for x, y in batches(train_data, config.batch_size, shuffle=True, generator=generator):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            total += len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.item() * len(y)
+        model.eval()
+        test_loss, test_acc = evaluate(model, test_data)
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / total, "train_acc": correct / total,
+                        "test_loss": test_loss, "test_acc": test_acc, "seconds": time.perf_counter() - t0})
+        epochs.set_postfix(test_acc=f"{test_acc:.3f}")
+        if out_dir is not None:
+            save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "spec": network_spec(model),
+                             "config": asdict(config), "history": history, "generator": generator.get_state(),
+                             "rng": torch.get_rng_state()}, Path(out_dir) / "checkpoint.pt")
+            save_json({"config": asdict(config), "spec": network_spec(model), "history": history},
+                      Path(out_dir) / "history.json")
+    model.eval()
+    return TrainResult(model, history, history[-1]["test_acc"] if history else float("nan"),
+                       Path(out_dir) if out_dir is not None else None)
+
+
+def evaluate_accuracy(model, data: TensorData, batch_size: int = 256) -> float:
+    """Clean accuracy of ``model`` (in eval mode) on ``data``."""
+    model.eval()
+    return evaluate(model, data, batch_size)[1]
+
+
+def build_network(genotype, tier: Tier | str = "smoke", data_root=None, **network_kwargs) -> Network:
+    """The final network of a tier for ``genotype`` (name, path, Genotype), sized for the tier's dataset."""
+    t = get_tier(tier) if isinstance(tier, str) else tier
+    info = dataset_info(t.dataset, data_root)
+    return Network(get_genotype(genotype), network_kwargs.pop("C", t.train_C), info.num_classes,
+                   network_kwargs.pop("layers", t.train_layers), info.in_channels, mean=info.mean, std=info.std,
+                   **network_kwargs)
+
+
+def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None = None, data_root=None,
+                 out_dir=None, resume: bool = True, progress: bool = True, **config_overrides) -> TrainResult:
+    """Train ``genotype``'s network at a tier's size; results in ``runs/<tier>/train/<name>_seed<seed>/``."""
+    t = get_tier(tier)
+    config_overrides.setdefault("epochs", t.train_epochs)
+    config_overrides.setdefault("batch_size", t.train_batch_size)
+    config = TrainConfig(seed=seed, **config_overrides)
+    torch.manual_seed(seed)
+    model = build_network(genotype, t, data_root)
+    train = load_dataset(t.dataset, True, data_root, t.train_limit)
+    test = load_dataset(t.dataset, False, data_root, t.test_limit)
+    if out_dir is None:
+        label = name or (genotype if isinstance(genotype, str) and not genotype.endswith(".json") else "custom")
+        out_dir = run_dir(t.name, "train", f"{label}_seed{seed}")
+    return train_network(model, train, test, config, out_dir, resume, progress)
