@@ -19,7 +19,7 @@ from .data import TensorData, batches, dataset_info, load_dataset
 from .genotypes import from_dict, get_genotype, to_dict
 from .network import Network
 from .runs import load_checkpoint, run_dir, save_checkpoint, save_json
-from .search import cosine_lr, evaluate
+from .search import TIER_FIELDS, cosine_lr, evaluate
 from .tiers import Tier, get_tier
 
 
@@ -143,8 +143,13 @@ def build_network(genotype, tier: Tier | str = "smoke", data_root=None, **networ
 
 def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None = None, data_root=None,
                  out_dir=None, resume: bool = True, progress: bool = True, **config_overrides) -> TrainResult:
-    """Train ``genotype``'s network at a tier's size; results in ``runs/<tier>/train/<name>_seed<seed>/``."""
-    t = get_tier(tier)
+    """Train ``genotype``'s network at a tier's size; results in ``runs/<tier>/train/<name>_seed<seed>/``.
+
+    ``config_overrides`` are TrainConfig fields (epochs, lr, …) or tier fields (dataset, train_C,
+    train_layers, train_limit, test_limit, …), as in ``rnas_lib.search.run_search``.
+    """
+    tier_fields = {k: config_overrides.pop(k) for k in list(config_overrides) if k in TIER_FIELDS}
+    t = get_tier(tier, **tier_fields)
     config_overrides.setdefault("epochs", t.train_epochs)
     config_overrides.setdefault("batch_size", t.train_batch_size)
     config = TrainConfig(seed=seed, **config_overrides)

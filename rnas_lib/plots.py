@@ -1,0 +1,326 @@
+"""Matplotlib figures shared by the notebooks. Each function draws one thing and returns the
+matplotlib ``Axes`` (or ``Figure`` when it makes several panels); nothing here shows or blocks.
+
+- ``draw_cell`` / ``draw_genotype``: a DARTS cell as a DAG (plain matplotlib, no graphviz).
+- ``alpha_heatmap``, ``alpha_evolution``, ``op_mass``: softmax(α) per edge × op, over epochs.
+- ``learning_curves``: losses and accuracies from a search or training history.
+- ``perturbation_grid``, ``norm_balls_2d``: ε-ball perturbations of images, unit balls in 2-D.
+- ``bar_compare``: one bar panel per metric for a few architectures.
+- ``save_figure``: write a figure under ``runs/<tier>/figures/``.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .genotypes import get_genotype
+from .ops import PRIMITIVES
+from .runs import run_dir
+
+#: one colour per primitive, shared by every figure so that an op looks the same everywhere
+OP_COLORS = dict(zip(PRIMITIVES, ("tab:gray", "tab:orange", "tab:olive", "tab:red", "tab:purple", "tab:brown",
+                                  "tab:pink", "tab:cyan")))
+
+
+def _axes(ax, figsize):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def edge_names(steps: int = 4) -> list[str]:
+    """Row labels of α in DARTS order (node-major, then input): c_{k-2}→0, c_{k-1}→0, c_{k-2}→1, …"""
+    names = []
+    for j in range(steps):
+        for i in range(2 + j):
+            names.append(f"{_node_label(i)}→{j}")
+    return names
+
+
+def _node_label(i: int) -> str:
+    if i < 2:
+        return "$c_{k-2}$" if i == 0 else "$c_{k-1}$"
+    return str(i - 2)
+
+
+# ----------------------------------------------------------------------------- cell DAGs
+def _cell_layout(steps: int) -> dict:
+    """Node positions: inputs on the left, intermediate nodes zig-zagging rightwards, c_{k} last."""
+    pos = {0: (0.0, 2.0), 1: (0.0, -2.0), steps + 2: (2.0 + 1.7 * steps, 0.0)}
+    for j in range(steps):
+        pos[j + 2] = (2.0 + 1.7 * j, 1.1 if j % 2 == 0 else -1.1)
+    return pos
+
+
+def _bend(p0, p2, others, clearance: float = 0.55) -> float:
+    """arc3 curvature for the edge p0→p2: 0 (straight) unless the segment passes within
+    ``clearance`` of another node, then ±0.3, bulging away from that node."""
+    (x1, y1), (x2, y2) = p0, p2
+    dx, dy = x2 - x1, y2 - y1
+    length2 = dx * dx + dy * dy
+    for qx, qy in others:
+        t = ((qx - x1) * dx + (qy - y1) * dy) / length2
+        if 0.05 < t < 0.95:
+            cross = dx * (qy - y1) - dy * (qx - x1)
+            if abs(cross) / math.sqrt(length2) < clearance:
+                return 0.3 if cross >= 0 else -0.3
+    return 0.0
+
+
+def draw_cell(genotype, reduction: bool = False, ax=None, title: str | None = None):
+    """The normal (or reduction) cell of ``genotype`` as a DAG: inputs c_{k-2}, c_{k-1}, the
+    intermediate nodes 0..steps-1, the output c_{k} (concatenation of ``*_concat``); every edge is
+    labelled with its op. ``genotype``: a Genotype, a name in PUBLISHED, or a .json path."""
+    genotype = get_genotype(genotype)
+    gene = genotype.reduce if reduction else genotype.normal
+    concat = genotype.reduce_concat if reduction else genotype.normal_concat
+    steps = len(gene) // 2
+    ax = _axes(ax, (1.3 * steps + 2.4, 3.8))
+    pos = _cell_layout(steps)
+
+    def arrow(a, b, color, label=None, lw=1.6, ls="-"):
+        p0, p2 = pos[a], pos[b]
+        rad = _bend(p0, p2, [q for n, q in pos.items() if n not in (a, b)])
+        ax.annotate("", xy=p2, xytext=p0,
+                    arrowprops=dict(arrowstyle="-|>", color=color, lw=lw, ls=ls, shrinkA=14, shrinkB=14,
+                                    connectionstyle=f"arc3,rad={rad}"))
+        if label:
+            # arc3 is a quadratic Bézier with control point mid + rad·(dy, −dx) (equal aspect): its
+            # point at t = ½ lies halfway to the control point, its tangent there is parallel to p2 − p0
+            dx, dy = p2[0] - p0[0], p2[1] - p0[1]
+            mx, my = (p0[0] + p2[0]) / 2 + 0.5 * rad * dy, (p0[1] + p2[1]) / 2 - 0.5 * rad * dx
+            angle = math.degrees(math.atan2(dy, dx))
+            angle = angle - 180 if angle > 90 else angle + 180 if angle < -90 else angle
+            ax.text(mx, my, label, fontsize=7, ha="center", va="center", color=color, rotation=angle,
+                    rotation_mode="anchor", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+
+    for n, (op, i) in enumerate(gene):
+        arrow(int(i), n // 2 + 2, OP_COLORS.get(op, "black"), op)
+    for j in concat:
+        arrow(int(j), steps + 2, "0.6", lw=1.0, ls="--")
+    for node, (x, y) in pos.items():
+        is_io = node < 2 or node == steps + 2
+        label = "$c_{k}$" if node == steps + 2 else _node_label(node)
+        ax.text(x, y, label, ha="center", va="center", fontsize=10,
+                bbox=dict(boxstyle="round,pad=0.35", fc="#cfe3f7" if is_io else "#fdf1c9", ec="0.3"))
+    xs = [x for x, _ in pos.values()]
+    ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
+    ax.set_ylim(-2.6, 2.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title if title is not None else ("reduction cell" if reduction else "normal cell"))
+    return ax
+
+
+def draw_genotype(genotype, title: str | None = None):
+    """Normal and reduction cells of ``genotype`` side by side; returns the Figure."""
+    genotype = get_genotype(genotype)
+    steps = len(genotype.normal) // 2
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (1.3 * steps + 2.4), 3.8))
+    draw_cell(genotype, False, axes[0])
+    draw_cell(genotype, True, axes[1])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- α
+def alpha_heatmap(weights, ax=None, title: str | None = None, colorbar: bool = True, labels: bool = True):
+    """softmax(α) as an (edges × ops) heatmap; ``weights``: array (num_edges, |PRIMITIVES|)."""
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 2 or w.shape[1] != len(PRIMITIVES):
+        raise ValueError(f"weights must have shape (num_edges, {len(PRIMITIVES)}), got {w.shape}")
+    steps = _steps_of(w.shape[0])
+    ax = _axes(ax, (5, 0.32 * w.shape[0] + 1.5))
+    im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0)
+    if labels:
+        ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES, rotation=90, fontsize=7)
+        ax.set_yticks(range(w.shape[0]), edge_names(steps), fontsize=7)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def _steps_of(num_edges: int) -> int:
+    steps, total = 0, 0
+    while total < num_edges:
+        total += 2 + steps
+        steps += 1
+    if total != num_edges:
+        raise ValueError(f"{num_edges} rows is not the edge count of a DARTS cell (5, 9, 14, 20, …)")
+    return steps
+
+
+def _alpha_series(history, cell: str) -> np.ndarray:
+    """(epochs, edges, ops) softmax weights of ``cell`` ('normal' | 'reduce') from a search history."""
+    if cell not in ("normal", "reduce"):
+        raise ValueError(f"cell must be 'normal' or 'reduce', got {cell!r}")
+    if not history:
+        raise ValueError("empty search history: run the search for at least one epoch (method 'random' has none)")
+    return np.asarray([h[f"alpha_{cell}"] for h in history], dtype=float)
+
+
+def alpha_evolution(history, cell: str = "normal", max_panels: int = 6):
+    """A row of α heatmaps (shared colour scale) at up to ``max_panels`` epochs spread evenly
+    from the first to the last, from a search ``history`` (list of per-epoch records)."""
+    series = _alpha_series(history, cell)
+    n = len(series)
+    picks = sorted(set(np.linspace(0, n - 1, min(max_panels, n)).round().astype(int).tolist()))
+    fig, axes = plt.subplots(1, len(picks), figsize=(1.9 * len(picks) + 1.6, 0.22 * series.shape[1] + 2.2),
+                             squeeze=False, sharey=True)
+    vmin, vmax = series.min(), series.max()  # one scale for all panels, stretched to the values seen
+    for k, (ax, e) in enumerate(zip(axes[0], picks)):
+        im = ax.imshow(series[e], cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
+        ax.set_title(f"epoch {history[e]['epoch']}", fontsize=9)
+        ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES, rotation=90, fontsize=6)
+        if k == 0:
+            ax.set_yticks(range(series.shape[1]), edge_names(_steps_of(series.shape[1])), fontsize=6)
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.03, pad=0.02, label="softmax(α)")
+    fig.suptitle(f"{cell} cell: op weights per edge over the search", fontsize=10)
+    return fig
+
+
+def op_mass(history, cell: str = "normal", ax=None):
+    """Per-op mass vs epoch: the mean over edges of softmax(α)_o (the lines sum to 1)."""
+    series = _alpha_series(history, cell)
+    ax = _axes(ax, (5, 3.2))
+    epochs = [h["epoch"] for h in history]
+    for o, name in enumerate(PRIMITIVES):
+        ax.plot(epochs, series[:, :, o].mean(axis=1), marker="o", ms=3, color=OP_COLORS[name], label=name)
+    ax.axhline(1 / len(PRIMITIVES), color="0.7", ls=":", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean softmax(α) over edges")
+    ax.set_title(f"{cell} cell: op mass", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+# ----------------------------------------------------------------------------- learning curves
+def learning_curves(history, title: str | None = None):
+    """Loss (left) and accuracy (right) per epoch, for every ``*_loss`` / ``*_acc`` key that the
+    history records (train/val for a search, train/test for training); returns the Figure."""
+    if not history:
+        raise ValueError("empty history: nothing to plot")
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key in history[0]:
+        values = [h.get(key) for h in history]
+        if any(v is None for v in values):
+            continue
+        if key.endswith("_loss"):
+            ax_l.plot(epochs, values, marker="o", ms=3, label=key[:-5])
+        elif key.endswith("_acc"):
+            ax_a.plot(epochs, values, marker="o", ms=3, label=key[:-4])
+    ax_l.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_a.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_l, ax_a):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- ε-balls
+def _image(ax, x, title=None, **kw):
+    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+    if x.ndim == 3 and x.shape[0] in (1, 3):
+        x = x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
+    ax.imshow(np.clip(x, 0, 1), cmap="gray" if x.ndim == 2 else None, vmin=0, vmax=1, **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def perturbation_grid(x, rows: dict, eps, col_titles=None):
+    """Images under perturbations: column 0 is the clean image ``x`` (C, H, W) in [0, 1]; each row
+    ``name → [x_1, …]`` shows the perturbed images x_k = clip(x + δ_k) at ``eps[k]``, and under them
+    (second row of the pair) δ_k itself on a symmetric colour scale. Returns the Figure."""
+    eps = list(eps)
+    fig, axes = plt.subplots(2 * len(rows), len(eps) + 1, figsize=(1.45 * (len(eps) + 1), 2.9 * len(rows)),
+                             squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        if len(images) != len(eps):
+            raise ValueError(f"row {name!r} has {len(images)} images for {len(eps)} ε values")
+        top, bottom = axes[2 * r], axes[2 * r + 1]
+        _image(top[0], x, "clean")
+        bottom[0].axis("off")
+        bottom[0].text(0.5, 0.5, f"{name}\n\nδ = x' − x", ha="center", va="center", fontsize=8,
+                       transform=bottom[0].transAxes)
+        for k, (e, xp) in enumerate(zip(eps, images)):
+            title = col_titles[k] if col_titles else f"ε = {e:.3g}"
+            _image(top[k + 1], xp, title)
+            d = np.asarray((xp - x).detach().cpu() if hasattr(xp, "detach") else xp - x, dtype=float)
+            d = d.mean(axis=0)
+            m = max(float(np.abs(d).max()), 1e-8)
+            bottom[k + 1].imshow(d, cmap="RdBu_r", vmin=-m, vmax=m)
+            bottom[k + 1].set_xticks([])
+            bottom[k + 1].set_yticks([])
+            bottom[k + 1].set_title(f"max|δ| {np.abs(d).max():.2f}, ‖δ‖₂ {np.sqrt((d ** 2).sum()):.2f}", fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def norm_balls_2d(eps: float = 1.0, ax=None, matched: bool = True):
+    """The ℓ∞ and ℓ2 balls of radius ε in 2-D, and (``matched``) the ℓ2 ball of the ℓ∞ ball's area
+    (radius 2ε/√π) and the ℓ2 ball through the ℓ∞ corners (radius ε√2)."""
+    ax = _axes(ax, (3.6, 3.6))
+    t = np.linspace(0, 2 * math.pi, 200)
+    ax.plot([-eps, eps, eps, -eps, -eps], [-eps, -eps, eps, eps, -eps], color="C0", lw=2, label="ℓ∞, radius ε")
+    ax.plot(eps * np.cos(t), eps * np.sin(t), color="C1", lw=2, label="ℓ2, radius ε")
+    if matched:
+        r = 2 * eps / math.sqrt(math.pi)
+        ax.plot(r * np.cos(t), r * np.sin(t), color="C1", ls="--", lw=1.2, label="ℓ2, same area as ℓ∞")
+        r = eps * math.sqrt(2)
+        ax.plot(r * np.cos(t), r * np.sin(t), color="C2", ls=":", lw=1.2, label="ℓ2 through the corners")
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", lw=0.8)
+    ax.axvline(0, color="0.85", lw=0.8)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("unit balls in 2-D", fontsize=10)
+    lim = 1.8 * eps
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    return ax
+
+
+# ----------------------------------------------------------------------------- comparisons
+def bar_compare(table: dict, metrics=None, title: str | None = None):
+    """One bar panel per metric (each on its own scale), one bar per architecture; ``table`` maps an
+    architecture name to {metric: value} (a missing or None value leaves a gap). Returns the Figure."""
+    names = list(table)
+    if not names:
+        raise ValueError("empty table: nothing to compare")
+    metrics = list(metrics) if metrics is not None else list(dict.fromkeys(k for row in table.values() for k in row))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(0.6 + (0.5 * len(names) + 1.0) * len(metrics), 3.0),
+                             squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    for ax, metric in zip(axes[0], metrics):
+        values = [table[n].get(metric) for n in names]
+        shown = [(k, v) for k, v in enumerate(values) if v is not None]
+        bars = ax.bar([k for k, _ in shown], [v for _, v in shown], color=[colors[k % 10] for k, _ in shown])
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(metric, fontsize=9)
+        ax.margins(y=0.15)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, tier: str, name: str):
+    """Save ``fig`` as ``runs/<tier>/figures/<name>.png``; returns the path."""
+    path = run_dir(tier, "figures") / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
