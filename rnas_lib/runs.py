@@ -57,3 +57,33 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; train or search first, or check the path")
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+def notebooks() -> list[Path]:
+    """The workbook's notebooks, in reading order."""
+    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebook(notebook, tier: str = "smoke", parameters: dict | None = None, output=None) -> Path:
+    """Execute a notebook with papermill (``tier`` and ``parameters`` injected); return the executed copy.
+
+    The executed notebook goes to ``runs/<tier>/notebooks/<name>.ipynb`` unless ``output`` is given.
+    """
+    import papermill
+
+    notebook = Path(notebook)
+    if not notebook.exists():
+        candidates = [p for p in notebooks() if p.stem.startswith(str(notebook))]
+        if len(candidates) != 1:
+            names = ", ".join(p.stem for p in notebooks())
+            raise FileNotFoundError(f"no notebook {notebook}; the workbook has: {names}")
+        notebook = candidates[0]
+    output = Path(output) if output is not None else run_dir(tier, "notebooks") / notebook.name
+    papermill.execute_notebook(
+        str(notebook), str(output), parameters={"tier": tier, **(parameters or {})},
+        cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
+    )
+    return output

@@ -7,7 +7,7 @@ cosine learning rate, gradient clipping, on the training half) per mini-batch.
 First order uses w*(α) ≈ w. Second order (DARTS) uses one unrolled step
 w' = w − ξ∇_w L_train(w, α) and the finite-difference Hessian-vector product
     ∇²_{α,w} L_train · v ≈ (∇_α L_train(w⁺, α) − ∇_α L_train(w⁻, α)) / (2r),  w^± = w ± r·v,
-with v = ∇_{w'} L_val(w', α) and r = 0.01/‖v‖.
+with v = ∇_{w'} L_val(w', α) and r = hvp_radius/‖v‖ (DARTS: 0.01).
 
 Methods (``SearchConfig.method``): ``darts`` (no R), ``random`` (a sampled genotype, no training),
 and every robustness term in ``rnas_lib.robustness.TERMS`` (R is switched on after
@@ -55,6 +55,7 @@ class SearchConfig:
     alpha_weight_decay: float = 1e-3
     grad_clip: float = 5.0
     order: int = 1
+    hvp_radius: float = 0.01  # r·‖v‖ of the finite-difference Hessian-vector product (DARTS: 0.01)
     gamma: float = 0.01  # weight of R in the α loss
     gamma_w: float = 0.0  # weight of R in the w loss (0: R at the architecture level only)
     warmup_epochs: int = 0
@@ -70,7 +71,7 @@ class SearchConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lr_w", "lr_alpha", "grad_clip"):
+        for name in ("lr_w", "lr_alpha", "grad_clip", "hvp_radius"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("gamma", "gamma_w", "lr_w_min", "weight_decay", "alpha_weight_decay", "momentum"):
@@ -170,7 +171,7 @@ class _Searcher:
         grads = torch.autograd.grad(loss_val, unrolled.arch_parameters() + u_w)
         d_alpha, v = grads[:2], grads[2:]
         # finite-difference Hessian-vector product ∇²_{α,w} L_train · v
-        radius = 0.01 / torch.cat([t.flatten() for t in v]).norm()
+        radius = c.hvp_radius / torch.cat([t.flatten() for t in v]).norm()
         hv = []
         for sign in (1, -2):
             with torch.no_grad():
