@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from rnas_lib.data import default_data_root, load_dataset
+
 
 
 @pytest.fixture(autouse=True)
@@ -16,8 +17,11 @@ def _runs_in_tmp(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """The folder with real MNIST / CIFAR-10 subsets (RNAS_DATA_ROOT, set by the Makefile)."""
-    root = Path(os.environ.get("RNAS_DATA_ROOT") or SHARED_DATA)
-    if not (root / "MNIST" / "raw").is_dir():
-        pytest.fail(f"real MNIST data not found under {root}; set RNAS_DATA_ROOT to a folder with MNIST/raw")
+    """A folder with real MNIST: RNAS_DATA_ROOT (the Makefile points it at the shared subset when
+    present), else the project's data/ folder, where MNIST is downloaded if the machine is online."""
+    root = Path(os.environ["RNAS_DATA_ROOT"]) if os.environ.get("RNAS_DATA_ROOT") else default_data_root()
+    try:
+        load_dataset("mnist", False, root, limit=1)
+    except FileNotFoundError as err:
+        pytest.fail(f"these tests need real MNIST: {err}")
     return root
