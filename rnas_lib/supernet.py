@@ -39,15 +39,27 @@ def _conv_weight(out_channels: int, fan_in: int, kernel: int) -> nn.Parameter:
 class SourceEdges(nn.Module):
     """The n mixed edges leaving one node, on C channels, with a common stride.
 
-    Weights are stacked edge-major: channel e·C + c belongs to edge e. Stage 1 of all four conv
-    ops is depthwise (on ReLU x repeated n times) → one grouped pointwise conv (groups = 4n) →
-    BN; stage 2 of the two separable ops is ReLU → depthwise → grouped pointwise (groups = 2n) → BN.
+    Weights are stacked edge-major: channel e·C + c belongs to edge e; the conv ops are stacked in
+    CONV_ORDER (op-major: channel (o·n + e)·C + c of pw1/bn1, (o·n + e)·C + c of pw2/bn2 for the
+    two separable ops). Stage 1 of all four conv ops is depthwise (on ReLU x, one k×k kernel per
+    edge and channel) → pointwise C→C per edge → BN; stage 2 of the two separable ops is ReLU →
+    depthwise → pointwise → BN.
+
+    Computation (same maths, laid out for speed): activations are channels-last; each depthwise
+    stage-1 conv reads the C channels of ReLU x once and writes n outputs per channel
+    (groups = C, channel c·n + e); every pointwise conv is one dense matrix product with a
+    block-diagonal (n·C × n·C) matrix built from pw1/pw2 (which also puts the channels back in
+    edge-major order); the op weights w_{e,o} enter as the affine scale of the last BatchNorm of op
+    o, so w·BN(z) costs no extra pass.
     """
 
     def __init__(self, C: int, n: int, stride: int):
         super().__init__()
+        for name, value in (("C", C), ("n", n)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {stride}")
+            raise ValueError(f"stride must be 1 or 2, got {stride!r}")
         self.C, self.n, self.stride = C, n, stride
         nC = n * C
         self.dw_sep3 = _conv_weight(nC, 9, 3)
@@ -69,49 +81,72 @@ class SourceEdges(nn.Module):
             self.fr2 = _conv_weight(nC // 2, C, 1)
             self.bn_fr = nn.BatchNorm2d(nC, affine=False)
 
+    # -- the four conv ops -------------------------------------------------------------------
+    def _stage1(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Pointwise(depthwise(ReLU x)) of the four conv ops, each (B, n·C, H', W') edge-major."""
+        n, C, s = self.n, self.C, self.stride
+        r = F.relu(x).contiguous(memory_format=torch.channels_last)
+        # pw1 as four block-diagonal matrices M_o[(e·C + c'), (c·n + e)] = pw1[(o·n + e)·C + c', c]
+        blocks = self.pw1.view(4, n, C, C).permute(0, 2, 3, 1)  # (o, c', c, e)
+        M = torch.diag_embed(blocks).permute(0, 3, 1, 2, 4).reshape(4, n * C, C * n)
+        out = []
+        for o, (weight, k, dilation) in enumerate(
+            ((self.dw_sep3, 3, 1), (self.dw_sep5, 5, 1), (self.dw_dil3, 3, 2), (self.dw_dil5, 5, 2))
+        ):
+            w_cn = weight.view(n, C, 1, k, k).transpose(0, 1).reshape(C * n, 1, k, k)
+            d = F.conv2d(r, w_cn, stride=s, padding=dilation * (k - 1) // 2, dilation=dilation, groups=C)
+            out.append(_pointwise(M[o], d))
+        return out
+
+    def _stage2(self, q: torch.Tensor, o: int) -> torch.Tensor:
+        """Pointwise(depthwise(ReLU q)) of separable op o ∈ {0, 1}; q and result (B, n·C, H', W')."""
+        n, C = self.n, self.C
+        weight, k = (self.dw2_sep3, 3) if o == 0 else (self.dw2_sep5, 5)
+        r = F.relu(q).contiguous(memory_format=torch.channels_last)
+        d = F.conv2d(r, weight, padding=(k - 1) // 2, groups=n * C)
+        blocks = self.pw2.view(2, n, C, C)[o].permute(1, 2, 0)  # (c', c, e)
+        M = torch.diag_embed(blocks).permute(2, 0, 3, 1).reshape(n * C, n * C)  # [(e·C + c'), (e·C + c)]
+        return _pointwise(M, d)
+
+    def _conv_terms(self, x: torch.Tensor, scale: torch.Tensor | None) -> list[torch.Tensor]:
+        """The four conv ops, each (B, n·C, H', W'); op o multiplied by scale[o] (n·C,) if given."""
+        nC = self.n * self.C
+        z = self._stage1(x)
+        g = [None] * 4 if scale is None else list(scale)
+        sep = [_batch_norm(self.bn1, z[o], slice(o * nC, (o + 1) * nC), None, o == 0) for o in range(2)]
+        dil = [_batch_norm(self.bn1, z[o], slice(o * nC, (o + 1) * nC), g[o], False) for o in (2, 3)]
+        sep = [_batch_norm(self.bn2, self._stage2(sep[o], o), slice(o * nC, (o + 1) * nC), g[o], o == 0)
+               for o in range(2)]
+        return sep + dil
+
     def conv_ops(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 4, n, C, H', W'): sep3, sep5, dil3, dil5 of every edge."""
-        n, nC, s = self.n, self.n * self.C, self.stride
-        r = F.relu(x).repeat(1, n, 1, 1)
-        stage1 = torch.cat(
-            [
-                F.conv2d(r, self.dw_sep3, stride=s, padding=1, groups=nC),
-                F.conv2d(r, self.dw_sep5, stride=s, padding=2, groups=nC),
-                F.conv2d(r, self.dw_dil3, stride=s, padding=2, dilation=2, groups=nC),
-                F.conv2d(r, self.dw_dil5, stride=s, padding=4, dilation=2, groups=nC),
-            ],
-            dim=1,
-        )
-        p = self.bn1(F.conv2d(stage1, self.pw1, groups=4 * n))
-        q = F.relu(p[:, : 2 * nC])
-        stage2 = torch.cat(
-            [
-                F.conv2d(q[:, :nC], self.dw2_sep3, padding=1, groups=nC),
-                F.conv2d(q[:, nC:], self.dw2_sep5, padding=2, groups=nC),
-            ],
-            dim=1,
-        )
-        q = self.bn2(F.conv2d(stage2, self.pw2, groups=2 * n))
-        out = torch.cat([q, p[:, 2 * nC :]], dim=1)
-        return out.reshape(x.shape[0], 4, n, self.C, *out.shape[-2:])
+        y = torch.stack(self._conv_terms(x, None), dim=1)  # (B, 4, n·C, H', W')
+        return y.unflatten(2, (self.n, self.C))
 
+    # -- skip and pools ----------------------------------------------------------------------
     def skip(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, C, H, W) identity, or (B, n, C, H/2, W/2) FactorizedReduce per edge."""
         if self.stride == 1:
             return x.unsqueeze(1)
+        return self._factorized_reduce(x, None).unflatten(1, (self.n, self.C))
+
+    def _factorized_reduce(self, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        """(B, n·C, H/2, W/2): BN([fr1 ∗ ReLU x, fr2 ∗ ReLU x shifted]) per edge, times scale."""
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             raise ValueError(
                 f"a reduction cell needs an even spatial size, got {tuple(x.shape[-2:])}; "
                 "use an input size divisible by 4 (two reductions)"
             )
+        n, C = self.n, self.C
         r = F.relu(x)
         a = F.conv2d(r, self.fr1, stride=2)
         b = F.conv2d(r[:, :, 1:, 1:], self.fr2, stride=2)
-        B, _, H, W = a.shape
-        both = torch.cat([a.view(B, self.n, self.C // 2, H, W), b.view(B, self.n, self.C // 2, H, W)], dim=2)
-        return self.bn_fr(both.reshape(B, self.n * self.C, H, W)).reshape(B, self.n, self.C, H, W)
+        both = torch.cat([a.unflatten(1, (n, C // 2)), b.unflatten(1, (n, C // 2))], dim=2).flatten(1, 2)
+        return _batch_norm(self.bn_fr, both, slice(None), scale, True)
 
     def pools(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(BN(maxpool x), BN(avgpool x)), each (B, C, H', W'); 3×3 windows, padding 1."""
         s = self.stride
         return (
             self.bn_max(F.max_pool2d(x, 3, s, 1)),
@@ -120,10 +155,36 @@ class SourceEdges(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(B, n, C, H', W'): the n mixed-edge outputs for op weights w of shape (n, 8)."""
+        n, C = self.n, self.C
+        scale = w.t().repeat_interleave(C, dim=1)  # scale[o, e·C + c] = w[e, o]
+        terms = self._conv_terms(x, scale[4:])
+        out = ((terms[0] + terms[1]) + (terms[2] + terms[3])).unflatten(1, (n, C))
         mp, ap = self.pools(x)
-        wv = w.t().reshape(len(PRIMITIVES), 1, self.n, 1, 1, 1)
-        out = (self.conv_ops(x) * wv[4:].transpose(0, 1)).sum(dim=1)
-        return out + wv[MAX] * mp.unsqueeze(1) + wv[AVG] * ap.unsqueeze(1) + wv[SKIP] * self.skip(x)
+        wv = w.t().reshape(len(PRIMITIVES), n, 1, 1, 1)
+        out = out + wv[MAX] * mp.unsqueeze(1) + wv[AVG] * ap.unsqueeze(1)
+        if self.stride == 1:
+            return out + wv[SKIP] * x.unsqueeze(1)
+        return out + self._factorized_reduce(x, scale[SKIP]).unflatten(1, (n, C))
+
+def _pointwise(M: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """M (K, J) applied at every pixel of a channels-last d (B, J, H, W): (B, K, H, W) contiguous."""
+    B, J, H, W = d.shape
+    return torch.matmul(M, d.permute(0, 2, 3, 1).reshape(B, H * W, J).transpose(1, 2)).view(B, -1, H, W)
+
+
+def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, channels: slice, scale, count: bool) -> torch.Tensor:
+    """``bn`` (affine=False) on channels ``channels`` of its statistics, times ``scale`` per
+    channel if given: scale·(x − μ)/√(σ² + eps), as nn.BatchNorm2d computes it (batch statistics
+    and running-average update in training mode). ``count`` marks the one call per forward that
+    advances ``num_batches_tracked``."""
+    momentum = bn.momentum
+    if bn.training:
+        if count:
+            bn.num_batches_tracked.add_(1)
+        if momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    mean, var = bn.running_mean[channels], bn.running_var[channels]
+    return F.batch_norm(x, mean, var, scale, None, bn.training, momentum or 0.0, bn.eps)
 
 
 class SearchCell(nn.Module):
