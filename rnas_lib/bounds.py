@@ -1,0 +1,878 @@
+"""Certified bounds on a network's outputs over an ε-ball: IBP, CROWN-IBP and CROWN.
+
+For an input x (pixels) and the ball  B = {x' : ‖x' − x‖_p ≤ ε}  (p = ∞ or 2, ε in pixel units,
+optionally intersected with the image box [0, 1]), rnas bounds every output f_k(x') and the
+classification margin  m(x') = min_{t≠y} f_y(x') − f_t(x')  from below (and above) for all x' ∈ B.
+
+The network is first *traced* into a graph of primitive nodes, computing the clean activations on
+x as it goes. Every node is affine in its inputs (convolutions — depthwise, dilated, strided —,
+BatchNorm as a fixed per-channel affine map, Normalize, average pools, identity, zero, channel
+slices and concatenations, the α-weighted sum Σ_o softmax(α)_o · o(x) of a mixed edge, node sums,
+FactorizedReduce's one-pixel crop, global average pool, the linear head) except **ReLU** and
+**max pool**. BatchNorm uses its running statistics in eval mode; in train mode (during search)
+it uses the statistics of the *clean* batch x, computed once and held constant over the ball, so
+the bounded function is the network with those statistics frozen. Drop path is ignored (the
+bounded network is the deterministic one).
+
+Methods
+-------
+``ibp``        interval bound propagation: for an affine map y = Wz + b and z ∈ [z̲, z̄],
+               y ∈ W·mid ± |W|·rad (mid, rad the centre and radius); ReLU and max pool are
+               monotone, so they map interval ends to interval ends. The margin is computed on the
+               margin itself: the specification rows c = e_y − e_t are propagated backward through
+               the affine block after the last ReLU / max pool (exact there) and concretised on the
+               intervals of that block's inputs.
+``crown-ibp``  one backward linear-relaxation pass from the specification to the input, with the
+               ReLU / max-pool relaxations built from IBP intermediate bounds.
+``crown``      the same backward pass, but every intermediate bound (each ReLU's and max pool's
+               input) is itself computed by a CROWN backward pass (identity specification),
+               intersected with its IBP interval. Cost ∝ number of neurons; for small networks.
+
+Backward pass: a lower bound  c·f(x') ≥ Λ·x' + β  is built node by node in reverse topological
+order. Through an affine node y = L(z) + b:  Λ_z += Λ_y·L (the transpose of L), β += Λ_y·b.
+Through ReLU with pre-activation bounds [l, u] (triangle relaxation):
+    l ≥ 0: relu(z) = z;   u ≤ 0: relu(z) = 0;
+    else   a_l·z ≤ relu(z) ≤ u/(u−l)·(z − l)  with  a_l = 1[u > −l] (CROWN-adaptive, default)
+           or a_l = u/(u−l) (Fast-Lin);
+positive coefficients take the lower line, negative ones the upper line.
+Through max pool over a window W with input bounds [l_i, u_i]: let j = argmax_i l_i; then
+    z_j ≤ max_i z_i ≤ z_j + max(0, max_{i≠j} u_i − l_j)
+(sound: if the max is some z_k, k ≠ j, then z_k ≤ u_k ≤ l_j + c ≤ z_j + c), exact when z_j
+dominates the window. Both lines have slope 1 on z_j, so only the offset depends on the sign.
+Concretisation at the input (dual norms):
+    ℓ∞:  min_{x'∈B} Λ·x' = Λ·x − ε‖Λ‖₁  (with the [0, 1] box: Λ·mid − |Λ|·rad of the clipped box)
+    ℓ2:  min_{x'∈B} Λ·x' = Λ·x − ε‖Λ‖₂  (with the box: the larger of this and the bound over the
+         clipped ℓ∞ box of radius ε, which contains B ∩ [0, 1]ⁿ — both are sound).
+Specification rows are folded into the batch: a tensor Λ has shape (B, S, *node shape).
+Everything is plain differentiable torch: the bounds have gradients w.r.t. weights, α and ε.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .network import Cell, Network
+from .ops import PRIMITIVES, DilConv, FactorizedReduce, Identity, Normalize, ReLUConvBN, SepConv, Zero
+from .reference import ReferenceCell
+from .supernet import AVG, MAX, SKIP, SearchCell, SearchNetwork, SourceEdges
+
+NORMS = ("inf", 2)
+METHODS = ("ibp", "crown-ibp", "crown")
+RELU_SLOPES = ("adaptive", "fast-lin")
+
+
+# --------------------------------------------------------------------------- affine primitives
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _rows(A: torch.Tensor) -> torch.Tensor:
+    """(B, S, *shape) → (B·S, *shape)."""
+    return A.reshape(A.shape[0] * A.shape[1], *A.shape[2:])
+
+
+def _unrows(a: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    return a.view(A.shape[0], A.shape[1], *a.shape[1:])
+
+
+class _Affine:
+    """y = L(z₁, …, z_k) + b. ``forward`` computes y, ``abs_linear`` applies |L| (no bias),
+    ``transpose`` maps Λ_y to (Λ_{z₁}, …), ``bias_term`` gives Λ_y·b (shape (B, S)) or None."""
+
+    def abs_linear(self, *rads):
+        raise NotImplementedError
+
+    def bias_term(self, A):
+        return None
+
+
+class _Conv(_Affine):
+    def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        self.w, self.b, self.groups = weight, bias, groups
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+
+    def forward(self, z):
+        return F.conv2d(z, self.w, self.b, self.stride, self.padding, self.dilation, self.groups)
+
+    def abs_linear(self, r):
+        return F.conv2d(r, self.w.abs(), None, self.stride, self.padding, self.dilation, self.groups)
+
+    def transpose(self, A, in_shapes):
+        a = _rows(A)
+        k = self.w.shape[-2:]
+        out_pad = tuple(
+            in_shapes[0][-2 + d] - ((a.shape[-2 + d] - 1) * self.stride[d] - 2 * self.padding[d]
+                                     + self.dilation[d] * (k[d] - 1) + 1)
+            for d in range(2)
+        )
+        z = F.conv_transpose2d(a, self.w, None, self.stride, self.padding, out_pad, self.groups, self.dilation)
+        return [_unrows(z, A)]
+
+    def bias_term(self, A):
+        return None if self.b is None else (A.sum((-1, -2)) * self.b).sum(-1)
+
+
+class _Linear(_Affine):
+    def __init__(self, weight, bias=None):
+        self.w, self.b = weight, bias
+
+    def forward(self, z):
+        return F.linear(z, self.w, self.b)
+
+    def abs_linear(self, r):
+        return F.linear(r, self.w.abs())
+
+    def transpose(self, A, in_shapes):
+        return [A @ self.w]
+
+    def bias_term(self, A):
+        return None if self.b is None else A @ self.b
+
+
+class _ChannelAffine(_Affine):
+    """y = scale_c · z + shift_c per channel (BatchNorm with fixed statistics, Normalize)."""
+
+    def __init__(self, scale, shift):
+        self.scale, self.shift = scale.view(-1, 1, 1), shift.view(-1, 1, 1)
+
+    def forward(self, z):
+        return z * self.scale + self.shift
+
+    def abs_linear(self, r):
+        return r * self.scale.abs()
+
+    def transpose(self, A, in_shapes):
+        return [A * self.scale]
+
+    def bias_term(self, A):
+        return (A * self.shift).flatten(2).sum(-1)
+
+
+class _AvgPool(_Affine):
+    """k×k average pool; with count_include_pad=False each window divides by its valid count."""
+
+    def __init__(self, kernel, stride, padding, count_include_pad):
+        self.k, self.s, self.p = _pair(kernel), _pair(stride), _pair(padding)
+        self.cip = count_include_pad
+
+    def forward(self, z):
+        return F.avg_pool2d(z, self.k, self.s, self.p, count_include_pad=self.cip)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        H, W = in_shapes[0][-2:]
+        ones = A.new_ones(1, 1, H, W)
+        if self.cip:
+            divisor = float(self.k[0] * self.k[1])
+        else:  # number of valid pixels in each window
+            divisor = F.avg_pool2d(ones, self.k, self.s, self.p, count_include_pad=True) * (self.k[0] * self.k[1])
+        a = _rows(A / divisor)
+        Ho, Wo = a.shape[-2:]
+        out_pad = tuple(
+            (H, W)[d] - ((a.shape[-2 + d] - 1) * self.s[d] - 2 * self.p[d] + self.k[d]) for d in range(2)
+        )
+        z = F.conv_transpose2d(a.reshape(-1, 1, Ho, Wo), A.new_ones(1, 1, *self.k), None, self.s, self.p, out_pad)
+        return [z.view(A.shape[0], A.shape[1], -1, H, W)]
+
+
+class _GlobalAvgPool(_Affine):
+    def forward(self, z):
+        return z.mean((-2, -1))
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        H, W = in_shapes[0][-2:]
+        return [(A / (H * W))[..., None, None].expand(*A.shape, H, W).contiguous()]
+
+
+class _Repeat(_Affine):
+    """Channels tiled n times: output channel e·C + c is input channel c."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def forward(self, z):
+        return z.repeat(1, self.n, 1, 1)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [A.view(A.shape[0], A.shape[1], self.n, -1, *A.shape[-2:]).sum(2)]
+
+
+class _Slice(_Affine):
+    """Channels [start, stop) of the input."""
+
+    def __init__(self, start, stop):
+        self.start, self.stop = start, stop
+
+    def forward(self, z):
+        return z[:, self.start : self.stop]
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [F.pad(A, (0, 0, 0, 0, self.start, in_shapes[0][0] - self.stop))]
+
+
+class _Crop(_Affine):
+    """z[:, :, 1:, 1:] (FactorizedReduce's shifted grid)."""
+
+    def forward(self, z):
+        return z[:, :, 1:, 1:]
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [F.pad(A, (1, 0, 1, 0))]
+
+
+class _Concat(_Affine):
+    """Channel concatenation; with ``groups`` = g, the inputs are each split into g groups and
+    interleaved group by group (FactorizedReduce of g stacked edges)."""
+
+    def __init__(self, groups=1):
+        self.g = groups
+
+    def forward(self, *zs):
+        if self.g == 1:
+            return torch.cat(zs, dim=1)
+        B, _, H, W = zs[0].shape
+        return torch.cat([z.view(B, self.g, -1, H, W) for z in zs], dim=2).view(B, -1, H, W)
+
+    def abs_linear(self, *rs):
+        return self.forward(*rs)
+
+    def transpose(self, A, in_shapes):
+        B, S, _, H, W = A.shape
+        sizes = [s[0] // self.g for s in in_shapes]
+        parts = A.view(B, S, self.g, -1, H, W).split(sizes, dim=3)
+        return [p.reshape(B, S, self.g * c, H, W) for p, c in zip(parts, sizes)]
+
+
+class _WeightedSum(_Affine):
+    """Σ_i w_i z_i (w_i scalars, e.g. softmax(α)_o of a mixed edge; None means all ones)."""
+
+    def __init__(self, weights=None):
+        self.w = weights
+
+    def forward(self, *zs):
+        if self.w is None:
+            return sum(zs[1:], zs[0])
+        return sum((w * z for w, z in zip(self.w, zs)), torch.zeros_like(zs[0]))
+
+    def abs_linear(self, *rs):
+        if self.w is None:
+            return self.forward(*rs)
+        return sum((w.abs() * r for w, r in zip(self.w, rs)), torch.zeros_like(rs[0]))
+
+    def transpose(self, A, in_shapes):
+        return [A] * len(in_shapes) if self.w is None else [w * A for w in self.w]
+
+
+class _EdgeSum(_Affine):
+    """A supernet node: Σ_i (edge k_i of source i), each source's edges stacked edge-major (C each)."""
+
+    def __init__(self, C, ks):
+        self.C, self.ks = C, ks
+
+    def forward(self, *ys):
+        parts = [y[:, k * self.C : (k + 1) * self.C] for y, k in zip(ys, self.ks)]
+        return sum(parts[1:], parts[0])
+
+    def abs_linear(self, *rs):
+        return self.forward(*rs)
+
+    def transpose(self, A, in_shapes):
+        C = self.C
+        return [F.pad(A, (0, 0, 0, 0, k * C, s[0] - (k + 1) * C)) for k, s in zip(self.ks, in_shapes)]
+
+
+class _MixedEdges(_Affine):
+    """The n mixed edges of one source (SourceEdges): for edge e,
+    y_e = Σ_{o∈conv} w_{e,o}·conv_{o,e} + w_{e,max}·mp + w_{e,avg}·ap + w_{e,skip}·skip_e,
+    inputs (conv outputs (B, 4nC) op-major then edge-major, mp (B, C), ap (B, C), skip (B, C) or
+    (B, nC)); output (B, nC) edge-major. The weights are softmax(α) ≥ 0, so |L| = L."""
+
+    def __init__(self, w, n, C, stride):
+        self.n, self.C, self.stride = n, C, stride
+        self.wc = w[:, 4:].t().reshape(4, n, 1, 1, 1)
+        self.wm, self.wa, self.ws = (w[:, i].reshape(n, 1, 1, 1) for i in (MAX, AVG, SKIP))
+
+    def forward(self, conv, mp, ap, skip):
+        B, _, H, W = conv.shape
+        y = (conv.view(B, 4, self.n, self.C, H, W) * self.wc).sum(1)
+        y = y + self.wm * mp.unsqueeze(1) + self.wa * ap.unsqueeze(1)
+        y = y + self.ws * (skip.unsqueeze(1) if self.stride == 1 else skip.view(B, self.n, self.C, H, W))
+        return y.reshape(B, self.n * self.C, H, W)
+
+    def abs_linear(self, *rs):
+        return self.forward(*rs)
+
+    def transpose(self, A, in_shapes):
+        B, S, _, H, W = A.shape
+        A = A.view(B, S, 1, self.n, self.C, H, W)
+        conv = (A * self.wc).reshape(B, S, 4 * self.n * self.C, H, W)
+        A = A.squeeze(2)
+        mp, ap = (A * self.wm).sum(2), (A * self.wa).sum(2)
+        skip = A * self.ws
+        skip = skip.sum(2) if self.stride == 1 else skip.reshape(B, S, self.n * self.C, H, W)
+        return [conv, mp, ap, skip]
+
+
+class _Const(_Affine):
+    """A constant (the ``none`` op: zeros)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def forward(self):
+        return self.value
+
+    def abs_linear(self):
+        return torch.zeros_like(self.value)
+
+    def transpose(self, A, in_shapes):
+        return []
+
+    def bias_term(self, A):
+        return (A * self.value.unsqueeze(1)).flatten(2).sum(-1)
+
+
+class _ReLU:
+    def forward(self, z):
+        return F.relu(z)
+
+
+class _MaxPool:
+    def __init__(self, kernel, stride, padding):
+        self.k, self.s, self.p = _pair(kernel), _pair(stride), _pair(padding)
+
+    def forward(self, z):
+        return F.max_pool2d(z, self.k, self.s, self.p)
+
+
+# --------------------------------------------------------------------------- the traced graph
+class BoundGraph:
+    """The network as primitive nodes; node 0 is the input. ``values[i]`` are the clean activations."""
+
+    def __init__(self, x: torch.Tensor):
+        self.ops: list = [None]
+        self.inputs: list[tuple[int, ...]] = [()]
+        self.values: list[torch.Tensor] = [x]
+        self._shared: dict[tuple, int] = {}
+
+    def add(self, op, *inputs: int) -> int:
+        self.values.append(op.forward(*[self.values[i] for i in inputs]))
+        self.ops.append(op)
+        self.inputs.append(inputs)
+        return len(self.ops) - 1
+
+    def relu(self, z: int) -> int:
+        """ReLU of node z (one node per input: a shared ReLU is relaxed once)."""
+        if ("relu", z) not in self._shared:
+            self._shared["relu", z] = self.add(_ReLU(), z)
+        return self._shared["relu", z]
+
+    def maxpool(self, z: int, kernel, stride, padding) -> int:
+        """Max pool of node z (one node per input and geometry, like ``relu``)."""
+        key = ("maxpool", z, _pair(kernel), _pair(stride), _pair(padding))
+        if key not in self._shared:
+            self._shared[key] = self.add(_MaxPool(kernel, stride, padding), z)
+        return self._shared[key]
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        return tuple(self.values[i].shape[1:])
+
+    @property
+    def output(self) -> int:
+        return len(self.ops) - 1
+
+
+def _bn(g: BoundGraph, bn: nn.BatchNorm2d, z: int) -> int:
+    """BatchNorm as y = scale·z + shift: running statistics in eval mode, the clean batch's
+    statistics (biased variance, as PyTorch normalises in training) in train mode."""
+    if bn.training or bn.running_mean is None:
+        v = g.values[z]
+        mean, var = v.mean((0, 2, 3)), v.var((0, 2, 3), unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return g.add(_ChannelAffine(scale, shift), z)
+
+
+def _conv(g: BoundGraph, conv: nn.Conv2d, z: int) -> int:
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError(f"bounds support Conv2d with numeric zero padding, got {conv}")
+    return g.add(_Conv(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups), z)
+
+
+def _factorized_reduce(g: BoundGraph, fr: FactorizedReduce, z: int) -> int:
+    H, W = g.shape(z)[-2:]
+    if H % 2 or W % 2:
+        raise ValueError(f"FactorizedReduce needs an even spatial size, got {(H, W)}")
+    r = g.relu(z)
+    a = _conv(g, fr.conv_1, r)
+    b = _conv(g, fr.conv_2, g.add(_Crop(), r))
+    return _bn(g, fr.bn, g.add(_Concat(), a, b))
+
+
+SUPPORTED = (
+    "Sequential, ReLU, Conv2d, BatchNorm2d, AvgPool2d, MaxPool2d, Identity, Zero, FactorizedReduce, "
+    "ReLUConvBN, DilConv, SepConv, Normalize, AdaptiveAvgPool2d(1), Flatten, Linear, Network, SearchNetwork"
+)
+
+
+def trace(model: nn.Module, x: torch.Tensor) -> BoundGraph:
+    """The BoundGraph of ``model`` on the clean batch x (B, C, H, W)."""
+    g = BoundGraph(x)
+    _trace(g, model, 0)
+    return g
+
+
+def _trace(g: BoundGraph, m: nn.Module, z: int) -> int:
+    if isinstance(m, SearchNetwork):
+        return _trace_search_network(g, m, z)
+    if isinstance(m, Network):
+        return _trace_network(g, m, z)
+    if isinstance(m, nn.Sequential):
+        for sub in m:
+            z = _trace(g, sub, z)
+        return z
+    if isinstance(m, (ReLUConvBN, DilConv, SepConv)):
+        return _trace(g, m.op, z)
+    if isinstance(m, nn.ReLU):
+        return g.relu(z)
+    if isinstance(m, nn.Conv2d):
+        return _conv(g, m, z)
+    if isinstance(m, nn.BatchNorm2d):
+        return _bn(g, m, z)
+    if isinstance(m, Normalize):
+        mean, std = (t.flatten().to(g.values[z].dtype) for t in (m.mean, m.std))
+        return g.add(_ChannelAffine(1.0 / std, -mean / std), z)
+    if isinstance(m, nn.AvgPool2d):
+        if m.ceil_mode or m.divisor_override is not None:
+            raise ValueError(f"bounds support AvgPool2d without ceil_mode/divisor_override, got {m}")
+        return g.add(_AvgPool(m.kernel_size, m.stride, m.padding, m.count_include_pad), z)
+    if isinstance(m, nn.MaxPool2d):
+        if m.ceil_mode or m.return_indices or m.dilation not in (1, (1, 1)):
+            raise ValueError(f"bounds support MaxPool2d without ceil_mode/dilation/indices, got {m}")
+        return g.maxpool(z, m.kernel_size, m.stride, m.padding)
+    if isinstance(m, (Identity, nn.Identity)):
+        return z
+    if isinstance(m, Zero):
+        v = g.values[z][:, :, :: m.stride, :: m.stride]
+        return g.add(_Const(torch.zeros_like(v)))
+    if isinstance(m, FactorizedReduce):
+        return _factorized_reduce(g, m, z)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        if _pair(m.output_size) != (1, 1):
+            raise ValueError(f"bounds support AdaptiveAvgPool2d(1) only, got {m}")
+        return g.add(_Reshape4(), g.add(_GlobalAvgPool(), z))
+    if isinstance(m, nn.Flatten):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise ValueError(f"bounds support Flatten(1, -1) only, got {m}")
+        return g.add(_Flatten(g.shape(z)), z) if len(g.shape(z)) > 1 else z
+    if isinstance(m, nn.Linear):
+        return g.add(_Linear(m.weight, m.bias), z)
+    raise ValueError(f"bounds: no rule for module {type(m).__name__}; supported: {SUPPORTED}")
+
+
+class _Reshape4(_Affine):
+    """(B, C) → (B, C, 1, 1), as AdaptiveAvgPool2d(1) returns."""
+
+    def forward(self, z):
+        return z[..., None, None]
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [A[..., 0, 0]]
+
+
+class _Flatten(_Affine):
+    def __init__(self, in_shape):
+        self.in_shape = in_shape
+
+    def forward(self, z):
+        return z.flatten(1)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [A.reshape(A.shape[0], A.shape[1], *self.in_shape)]
+
+
+def _head(g: BoundGraph, net: nn.Module, z: int) -> int:
+    return g.add(_Linear(net.classifier.weight, net.classifier.bias), g.add(_GlobalAvgPool(), z))
+
+
+def _trace_network(g: BoundGraph, net: Network, z: int) -> int:
+    s0 = s1 = _trace(g, net.stem, _trace(g, net.normalize, z))
+    for cell in net.cells:
+        s0, s1 = s1, _trace_cell(g, cell, s0, s1)
+    return _head(g, net, s1)
+
+
+def _trace_cell(g: BoundGraph, cell: Cell, s0: int, s1: int) -> int:
+    states = [_trace(g, cell.preprocess0, s0), _trace(g, cell.preprocess1, s1)]
+    for j in range(cell.steps):
+        h = [_trace(g, cell.ops[k], states[cell.indices[k]]) for k in (2 * j, 2 * j + 1)]
+        states.append(g.add(_WeightedSum(), *h))
+    return g.add(_Concat(), *[states[i] for i in cell.concat])
+
+
+def _trace_search_network(g: BoundGraph, net: SearchNetwork, z: int) -> int:
+    w_normal, w_reduce = net.op_weights()
+    s0 = s1 = _trace(g, net.stem, _trace(g, net.normalize, z))
+    for cell in net.cells:
+        w = w_reduce if cell.reduction else w_normal
+        if isinstance(cell, SearchCell):
+            out = _trace_search_cell(g, cell, s0, s1, w)
+        elif isinstance(cell, ReferenceCell):
+            out = _trace_reference_cell(g, cell, s0, s1, w)
+        else:
+            raise ValueError(f"bounds: no rule for search cell {type(cell).__name__}")
+        s0, s1 = s1, out
+    return _head(g, net, s1)
+
+
+def _edge_offsets(steps: int) -> list[int]:
+    """Row of α of edge (input 0 → node j), DARTS order: node-major, then input."""
+    return [sum(2 + k for k in range(j)) for j in range(steps)]
+
+
+def _trace_search_cell(g: BoundGraph, cell: SearchCell, s0: int, s1: int, w: torch.Tensor) -> int:
+    states = [_trace(g, cell.preprocess0, s0), _trace(g, cell.preprocess1, s1)]
+    offsets, steps = _edge_offsets(cell.steps), cell.steps
+    incoming: list[list[tuple[int, int]]] = [[] for _ in range(steps)]
+    for i, src in enumerate(cell.sources):
+        targets = list(range(max(0, i - 1), steps))
+        y = _trace_source(g, src, states[i], w[[offsets[j] + i for j in targets]])
+        for k, j in enumerate(targets):
+            incoming[j].append((y, k))
+        if i >= 1:  # node i−1 has all its inputs now (sources 0..i)
+            ys, ks = zip(*incoming[i - 1])
+            states.append(g.add(_EdgeSum(src.C, list(ks)), *ys))
+    return g.add(_Concat(), *states[-cell.multiplier :])
+
+
+def _trace_source(g: BoundGraph, src: SourceEdges, x: int, w: torch.Tensor) -> int:
+    """The n mixed edges leaving node x, from SourceEdges' parameters (layout in its docstring)."""
+    n, C, s = src.n, src.C, src.stride
+    nC = n * C
+    r = g.relu(x)
+    rr = g.add(_Repeat(n), r) if n > 1 else r
+    dw = [
+        g.add(_Conv(src.dw_sep3, None, s, 1, 1, nC), rr),
+        g.add(_Conv(src.dw_sep5, None, s, 2, 1, nC), rr),
+        g.add(_Conv(src.dw_dil3, None, s, 2, 2, nC), rr),
+        g.add(_Conv(src.dw_dil5, None, s, 4, 2, nC), rr),
+    ]
+    p = _bn(g, src.bn1, g.add(_Conv(src.pw1, groups=4 * n), g.add(_Concat(), *dw)))
+    q = g.relu(g.add(_Slice(0, 2 * nC), p))
+    dw2 = [
+        g.add(_Conv(src.dw2_sep3, None, 1, 1, 1, nC), g.add(_Slice(0, nC), q)),
+        g.add(_Conv(src.dw2_sep5, None, 1, 2, 1, nC), g.add(_Slice(nC, 2 * nC), q)),
+    ]
+    q = _bn(g, src.bn2, g.add(_Conv(src.pw2, groups=2 * n), g.add(_Concat(), *dw2)))
+    conv = g.add(_Concat(), q, g.add(_Slice(2 * nC, 4 * nC), p))
+    mp = _bn(g, src.bn_max, g.maxpool(x, 3, s, 1))
+    ap = _bn(g, src.bn_avg, g.add(_AvgPool(3, s, 1, False), x))
+    if s == 1:
+        skip = x
+    else:
+        H, W = g.shape(x)[-2:]
+        if H % 2 or W % 2:
+            raise ValueError(f"a reduction cell needs an even spatial size, got {(H, W)}")
+        a = g.add(_Conv(src.fr1, stride=2), r)
+        b = g.add(_Conv(src.fr2, stride=2), g.add(_Crop(), r))
+        skip = _bn(g, src.bn_fr, g.add(_Concat(groups=n), a, b))
+    return g.add(_MixedEdges(w, n, C, s), conv, mp, ap, skip)
+
+
+def _trace_reference_cell(g: BoundGraph, cell: ReferenceCell, s0: int, s1: int, w: torch.Tensor) -> int:
+    """The per-op supernet cell (rnas_lib.reference): each edge Σ_o w_o·o(h), ``none`` dropped."""
+    states = [_trace(g, cell.preprocess0, s0), _trace(g, cell.preprocess1, s1)]
+    offset = 0
+    for _ in range(cell.steps):
+        terms, weights = [], []
+        for i, h in enumerate(states):
+            for o, op in enumerate(cell.ops[offset + i].ops):
+                if PRIMITIVES[o] != "none":
+                    terms.append(_trace(g, op, h))
+                    weights.append(w[offset + i, o])
+        offset += len(states)
+        states.append(g.add(_WeightedSum(weights), *terms))
+    return g.add(_Concat(), *states[-cell.multiplier :])
+
+
+# --------------------------------------------------------------------------- bound propagation
+def _check_args(x, eps, norm, method, clip, relu_slope):
+    if method not in METHODS:
+        raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
+    if relu_slope not in RELU_SLOPES:
+        raise ValueError(f"unknown relu_slope {relu_slope!r}; allowed: {', '.join(RELU_SLOPES)}")
+    if norm in ("inf", "linf", math.inf):
+        norm = "inf"
+    elif norm in (2, "2", "l2", 2.0):
+        norm = 2
+    else:
+        raise ValueError(f"unknown norm {norm!r}; allowed: 'inf' (ℓ∞) or 2 (ℓ2)")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a (B, C, H, W) tensor of pixels, got {type(x).__name__} "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
+    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+    if eps_t.dim() > 1 or (eps_t.dim() == 1 and eps_t.numel() != x.shape[0]):
+        raise ValueError(f"eps must be a number or a ({x.shape[0]},) tensor (one per sample), got shape "
+                         f"{tuple(eps_t.shape)}")
+    if not bool(torch.isfinite(eps_t).all()) or bool((eps_t < 0).any()):
+        raise ValueError(f"eps must be finite and ≥ 0 (a radius in pixel units), got {eps}")
+    if clip is not None:
+        if len(clip) != 2 or not clip[0] < clip[1]:
+            raise ValueError(f"clip must be None or (low, high) with low < high, got {clip!r}")
+    return eps_t.expand(x.shape[0]).reshape(-1, 1, 1, 1), norm
+
+
+class _Bounder:
+    """Bounds on the nodes of a traced graph over one ball (per-sample ε)."""
+
+    def __init__(self, g: BoundGraph, eps, norm, clip, relu_slope):
+        self.g, self.eps, self.norm, self.relu_slope = g, eps, norm, relu_slope
+        x = g.values[0]
+        self.x, self.clip = x, clip
+        lo, hi = x - eps, x + eps
+        if clip is not None:
+            lo, hi = lo.clamp(min=clip[0]), hi.clamp(max=clip[1])
+        self.box = (lo, hi)
+        self.ibp = self._interval_pass()
+        self.pre: dict[int, tuple] = {}  # bounds used to relax a nonlinear node's input
+        self._relax: dict[int, tuple] = {}
+
+    def _interval_pass(self) -> list:
+        g, out = self.g, [self.box]
+        for i in range(1, len(g.ops)):
+            op, ins = g.ops[i], g.inputs[i]
+            if isinstance(op, (_ReLU, _MaxPool)):
+                l, u = out[ins[0]]
+                out.append((op.forward(l), op.forward(u)))
+            else:
+                mids = [(out[j][0] + out[j][1]) / 2 for j in ins]
+                rads = [(out[j][1] - out[j][0]) / 2 for j in ins]
+                m, r = op.forward(*mids), op.abs_linear(*rads)
+                out.append((m - r, m + r))
+        return out
+
+    # -- relaxations
+    def _relaxation(self, i: int):
+        if i not in self._relax:
+            op, z = self.g.ops[i], self.g.inputs[i][0]
+            l, u = self.pre[z]
+            if isinstance(op, _ReLU):
+                self._relax[i] = _relu_relaxation(l, u, self.relu_slope)
+            else:
+                self._relax[i] = _maxpool_relaxation(op, l, u)
+        return self._relax[i]
+
+    def crown_intermediate(self, chunk: int = 2048):
+        """CROWN bounds (∩ IBP) on the input of every ReLU / max pool, in topological order."""
+        g = self.g
+        for i, op in enumerate(g.ops):
+            if isinstance(op, (_ReLU, _MaxPool)) and g.inputs[i][0] not in self.pre:
+                z = g.inputs[i][0]
+                shape, B = g.shape(z), g.values[0].shape[0]
+                N = math.prod(shape)
+                lows, ups = [], []
+                for start in range(0, N, chunk):
+                    rows = torch.eye(N, dtype=self.x.dtype, device=self.x.device)[start : start + chunk]
+                    spec = torch.cat([rows, -rows]).view(1, -1, *shape).expand(B, -1, *shape)
+                    lb = self.backward(z, spec)
+                    lows.append(lb[:, : len(rows)])
+                    ups.append(-lb[:, len(rows) :])
+                l = torch.cat(lows, 1).view(B, *shape)
+                u = torch.cat(ups, 1).view(B, *shape)
+                li, ui = self.ibp[z]
+                self.pre[z] = (torch.maximum(l, li), torch.minimum(u, ui))
+
+    def use_ibp_intermediate(self):
+        for i, op in enumerate(self.g.ops):
+            if isinstance(op, (_ReLU, _MaxPool)):
+                self.pre[self.g.inputs[i][0]] = self.ibp[self.g.inputs[i][0]]
+
+    # -- backward pass
+    def backward(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False) -> torch.Tensor:
+        """Lower bound (B, S) of Σ A·node_start over the ball, A of shape (B, S, *shape)."""
+        g = self.g
+        acc = {start: A}
+        lower = A.new_zeros(A.shape[:2])
+        for i in range(start, -1, -1):
+            A = acc.pop(i, None)
+            if A is None:
+                continue
+            A = A.contiguous()
+            op = g.ops[i]
+            if i == 0:
+                lower = lower + self._concretize_input(A)
+                continue
+            if isinstance(op, (_ReLU, _MaxPool)):
+                if stop_at_nonlinear:
+                    lower = lower + _box_lower(A, *self.ibp[i])
+                    continue
+                relax = self._relaxation(i)
+                A_in, b = (_relu_backward if isinstance(op, _ReLU) else _maxpool_backward)(A, relax)
+                lower = lower + b
+                As = [A_in]
+            else:
+                b = op.bias_term(A)
+                if b is not None:
+                    lower = lower + b
+                As = op.transpose(A, [g.shape(j) for j in g.inputs[i]])
+            for j, a in zip(g.inputs[i], As):
+                acc[j] = a if j not in acc else acc[j] + a
+        return lower
+
+    def _concretize_input(self, A):
+        if self.norm == "inf":
+            return _box_lower(A, *self.box)
+        x = self.x.unsqueeze(1)
+        lower = (A * x).flatten(2).sum(-1) - self.eps.view(-1, 1) * A.flatten(2).norm(dim=-1)
+        if self.clip is not None:
+            lower = torch.maximum(lower, _box_lower(A, *self.box))
+        return lower
+
+
+def _box_lower(A, l, u):
+    """min of Σ A·z over l ≤ z ≤ u."""
+    return (A.clamp(min=0) * l.unsqueeze(1) + A.clamp(max=0) * u.unsqueeze(1)).flatten(2).sum(-1)
+
+
+def _relu_relaxation(l, u, slope):
+    """Per-neuron (lower slope, upper slope, upper intercept) of the triangle relaxation."""
+    active, unstable = l >= 0, (l < 0) & (u > 0)
+    width = torch.where(unstable, u - l, torch.ones_like(u))
+    su = torch.where(unstable, u / width, active.to(u.dtype))
+    bu = torch.where(unstable, -su * l, torch.zeros_like(u))
+    if slope == "adaptive":
+        sl = torch.where(unstable, (u > -l).to(u.dtype), active.to(u.dtype))
+    else:
+        sl = su
+    return sl.unsqueeze(1), su.unsqueeze(1), bu.unsqueeze(1)
+
+
+def _relu_backward(A, relax):
+    sl, su, bu = relax
+    neg = A.clamp(max=0)
+    return A.clamp(min=0) * sl + neg * su, (neg * bu).flatten(2).sum(-1)
+
+
+def _maxpool_relaxation(op: _MaxPool, l, u):
+    """For each window: flat input index of j = argmax l (B, C, L) and the offset c ≥ 0 (B, 1, C, L)."""
+    B, C, H, W = l.shape
+    (kh, kw), (sh, sw), (ph, pw) = op.k, op.s, op.p
+    pad = (pw, pw, ph, ph)
+    lw = F.unfold(F.pad(l, pad, value=-math.inf), (kh, kw), stride=(sh, sw)).view(B, C, kh * kw, -1)
+    uw = F.unfold(F.pad(u, pad, value=-math.inf), (kh, kw), stride=(sh, sw)).view(B, C, kh * kw, -1)
+    j = lw.argmax(2, keepdim=True)
+    u_others = uw.scatter(2, j, -math.inf).amax(2)
+    c = (u_others - lw.gather(2, j).squeeze(2)).clamp(min=0)
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    j = j.squeeze(2)
+    rows = (torch.arange(Ho, device=l.device) * sh - ph).repeat_interleave(Wo) + j // kw
+    cols = (torch.arange(Wo, device=l.device) * sw - pw).repeat(Ho) + j % kw
+    return rows * W + cols, c.unsqueeze(1), (H, W)
+
+
+def _maxpool_backward(A, relax):
+    idx, c, (H, W) = relax
+    B, S, C = A.shape[:3]
+    a = A.reshape(B, S, C, -1)
+    A_in = a.new_zeros(B, S, C, H * W).scatter_add(3, idx.unsqueeze(1).expand(B, S, C, idx.shape[-1]), a)
+    return A_in.view(B, S, C, H, W), (a.clamp(max=0) * c).flatten(2).sum(-1)
+
+
+def _bounder(model, x, eps, norm, method, clip, relu_slope) -> tuple[_Bounder, str]:
+    eps_t, norm = _check_args(x, eps, norm, method, clip, relu_slope)
+    bd = _Bounder(trace(model, x), eps_t, norm, clip, relu_slope)
+    if method == "crown":
+        bd.crown_intermediate()
+    elif method == "crown-ibp":
+        bd.use_ibp_intermediate()
+    return bd, norm
+
+
+def spec_bounds(model: nn.Module, x: torch.Tensor, spec: torch.Tensor, eps, norm="inf", method="crown-ibp",
+                clip=(0.0, 1.0), relu_slope="adaptive") -> torch.Tensor:
+    """Lower bounds (B, S) of spec[b, s]·f(x') over the ball, spec of shape (B, S, num_classes)."""
+    bd, _ = _bounder(model, x, eps, norm, method, clip, relu_slope)
+    K = bd.g.shape(bd.g.output)
+    if spec.dim() != 3 or spec.shape[0] != x.shape[0] or tuple(spec.shape[2:]) != K:
+        raise ValueError(f"spec must have shape ({x.shape[0]}, S, {K[0]}), got {tuple(spec.shape)}")
+    return bd.backward(bd.g.output, spec.to(x.dtype), stop_at_nonlinear=method == "ibp")
+
+
+def output_bounds(model: nn.Module, x: torch.Tensor, eps, norm="inf", method="crown-ibp", clip=(0.0, 1.0),
+                  relu_slope="adaptive") -> tuple[torch.Tensor, torch.Tensor]:
+    """(lb, ub), each (B, num_classes): lb ≤ f(x') ≤ ub for every x' with ‖x' − x‖_norm ≤ eps
+    (and x' in the ``clip`` box unless clip is None). eps: a number or one per sample (B,).
+    relu_slope: "adaptive" (CROWN) or "fast-lin" lower ReLU slopes."""
+    K = _num_classes(model)
+    eye = torch.eye(K, dtype=x.dtype, device=x.device)
+    spec = torch.cat([eye, -eye]).expand(x.shape[0], 2 * K, K)
+    lb = spec_bounds(model, x, spec, eps, norm, method, clip, relu_slope)
+    return lb[:, :K], -lb[:, K:]
+
+
+def margin_spec(y: torch.Tensor, num_classes: int, targets: torch.Tensor | None = None, dtype=torch.float32):
+    """Rows e_y − e_t: all t ≠ y (B, K−1, K), or one given target per sample (B, 1, K)."""
+    eye = torch.eye(num_classes, dtype=dtype, device=y.device)
+    if targets is None:
+        others = torch.arange(num_classes, device=y.device).expand(len(y), -1)
+        others = others[others != y.unsqueeze(1)].view(len(y), num_classes - 1)
+        return eye[y].unsqueeze(1) - eye[others]
+    if targets.shape != y.shape:
+        raise ValueError(f"targets must have one class per sample, shape {tuple(y.shape)}, got {tuple(targets.shape)}")
+    if bool((targets == y).any()):
+        raise ValueError("a target class equals the true label y; targets must differ from y")
+    return (eye[y] - eye[targets]).unsqueeze(1)
+
+
+def margin_lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown-ibp",
+                       targets: torch.Tensor | None = None, clip=(0.0, 1.0), relu_slope="adaptive") -> torch.Tensor:
+    """(B,) lower bound of min_{t≠y} f_y(x') − f_t(x') over the ball (of f_y − f_{targets} if given),
+    computed on the margin itself (specification rows e_y − e_t propagated backward)."""
+    K = _num_classes(model)
+    y = torch.as_tensor(y, device=x.device)
+    if y.shape != (x.shape[0],) or bool(((y < 0) | (y >= K)).any()):
+        raise ValueError(f"y must hold {x.shape[0]} labels in 0..{K - 1}, got {y.tolist()}")
+    if targets is not None:
+        targets = torch.as_tensor(targets, device=x.device)
+        if bool(((targets < 0) | (targets >= K)).any()):
+            raise ValueError(f"targets must be labels in 0..{K - 1}, got {targets.tolist()}")
+    spec = margin_spec(y, K, targets, x.dtype)
+    return spec_bounds(model, x, spec, eps, norm, method, clip, relu_slope).amin(1)
+
+
+def _num_classes(model: nn.Module) -> int:
+    if hasattr(model, "num_classes"):
+        return int(model.num_classes)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"cannot tell the number of classes of {type(model).__name__}: no Linear head")
+    return linears[-1].out_features

@@ -1,0 +1,435 @@
+"""Soundness, exactness, tightness and gradients of rnas_lib.bounds.
+
+Soundness is checked against an independent evaluation of the network: the model itself in eval
+mode; in train mode (BatchNorm on the clean batch's statistics) a copy of the per-op reference
+supernet (or of the network) whose BatchNorms carry the statistics captured by forward hooks on
+the clean batch, in eval mode. Points: random points in the ball and its corners/sphere, and PGD
+ascent on every bound's violation, projected onto the ball ∩ [0, 1] box.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from rnas_lib import bounds
+from rnas_lib.bounds import margin_lower_bound, output_bounds, trace
+from rnas_lib.genotypes import Genotype, random_genotype
+from rnas_lib.network import Network
+from rnas_lib.ops import Normalize, Zero
+from rnas_lib.reference import ReferenceSearchNetwork
+from rnas_lib.supernet import SearchNetwork
+
+TOL = 1e-9  # float64 round-off allowance on a violation
+CHECKED = {"points": 0, "configs": 0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_float64():
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
+
+
+# ----------------------------------------------------------------------------- random models
+def randomize(model: nn.Module, seed: int) -> nn.Module:
+    """Random α (far from uniform), BN statistics and affine parameters; weights scaled up."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("alphas"):
+                p.copy_(2.0 * torch.randn(p.shape, generator=g))
+            elif p.dim() > 1:
+                p.mul_(1.5)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.3 * torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(0.2 + 1.5 * torch.rand(m.num_features, generator=g))
+                if m.affine:
+                    m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                    m.bias.copy_(0.2 * torch.randn(m.num_features, generator=g))
+    return model
+
+
+def supernet(seed, C=2, layers=3, steps=2, classes=5, train=False):
+    torch.manual_seed(seed)
+    net = SearchNetwork(C, classes, layers, steps=steps, multiplier=steps, in_channels=1, mean=[0.4], std=[0.3])
+    return randomize(net, seed).train(train)
+
+
+ALL_OPS = Genotype(
+    normal=[("max_pool_3x3", 0), ("avg_pool_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 2),
+            ("sep_conv_5x5", 1), ("dil_conv_3x3", 3), ("dil_conv_5x5", 0), ("skip_connect", 4)],
+    normal_concat=[2, 3, 4, 5],
+    reduce=[("skip_connect", 0), ("dil_conv_5x5", 1), ("max_pool_3x3", 1), ("avg_pool_3x3", 0),
+            ("sep_conv_3x3", 0), ("skip_connect", 3), ("dil_conv_3x3", 2), ("sep_conv_5x5", 4)],
+    reduce_concat=[2, 3, 4, 5],
+)
+
+
+def derived(seed, genotype=None, C=2, layers=3, classes=5, train=False):
+    torch.manual_seed(seed)
+    genotype = genotype or random_genotype(generator=torch.Generator().manual_seed(seed))
+    net = Network(genotype, C, classes, layers, in_channels=1, mean=[0.4], std=[0.3])
+    return randomize(net, seed).train(train)
+
+
+def frozen(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """An independent eval-mode copy computing what the bounds bound: in train mode, BatchNorm
+    with the clean batch statistics of x (captured by hooks on the per-op reference supernet)."""
+    if isinstance(model, SearchNetwork) and not isinstance(model, ReferenceSearchNetwork):
+        ref = ReferenceSearchNetwork(model.C, model.num_classes, model.layers, model.steps, model.multiplier,
+                                     model.in_channels).to(x.dtype).load_from(model)
+    else:
+        ref = copy.deepcopy(model)
+    if not model.training:
+        return ref.eval()
+    stats = {}
+
+    def hook(m, inputs, output):
+        v = inputs[0]
+        stats[m] = (v.mean((0, 2, 3)), v.var((0, 2, 3), unbiased=False))
+
+    handles = [m.register_forward_hook(hook) for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        ref.train()(x)
+    for h in handles:
+        h.remove()
+    for m, (mean, var) in stats.items():
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+    return ref.eval()
+
+
+# ----------------------------------------------------------------------------- the checker
+def project(x0, xa, eps, norm, clip):
+    d = xa - x0
+    e = eps.view(-1, *([1] * (x0.dim() - 1)))
+    if norm == "inf":
+        d = torch.maximum(torch.minimum(d, e), -e)
+    else:
+        n = d.flatten(1).norm(dim=1).view_as(e).clamp(min=1e-30)
+        d = d * torch.clamp(e / n, max=1.0)
+    xa = x0 + d
+    return xa.clamp(*clip) if clip is not None else xa  # clamping keeps an ℓ2 point in the ball
+
+
+def sample_ball(x, eps, norm, n, gen):
+    """n points per sample: uniform in the ℓ∞ box / corners, or in the ℓ2 ball / on its sphere."""
+    pts = []
+    for k in range(n):
+        u = torch.rand((len(x), *x.shape[1:]), generator=gen) * 2 - 1
+        if norm == "inf":
+            d = u.sign() if k % 2 else u
+        else:
+            d = torch.randn(u.shape, generator=gen)
+            d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            if k % 2 == 0:
+                d = d * torch.rand(len(x), 1, 1, 1, generator=gen)
+        pts.append(x + eps.view(-1, 1, 1, 1) * d)
+    return pts
+
+
+def count_violations(f, x, y, eps, norm, clip, lb, ub, mlb, seed=0, n_random=8, steps=10):
+    """Violations of lb ≤ f ≤ ub and of margin ≥ mlb, by random points and PGD on each violation."""
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.as_tensor(eps, dtype=x.dtype).expand(len(x))
+    K = lb.shape[1]
+
+    def violation(logits, yy, lbb, ubb, mm):
+        other = logits.masked_fill(torch.nn.functional.one_hot(yy, K).bool(), -float("inf"))
+        margin = logits.gather(1, yy[:, None])[:, 0] - other.amax(1)
+        return torch.cat([logits - ubb, lbb - logits, (mm - margin)[:, None]], dim=1)
+
+    bad, points = 0, 0
+    with torch.no_grad():
+        for p in sample_ball(x, eps, norm, n_random, gen):
+            p = project(x, p, eps, norm, clip)
+            bad += int((violation(f(p), y, lb, ub, mlb) > TOL).sum())
+            points += len(x)
+    # PGD: one copy of the batch per objective (2K output bounds + the margin)
+    R = 2 * K + 1
+    x0, yy, e = x.repeat(R, 1, 1, 1), y.repeat(R), eps.repeat(R)
+    lbb, ubb, mm = lb.repeat(R, 1), ub.repeat(R, 1), mlb.repeat(R)
+    which = torch.arange(R).repeat_interleave(len(x))
+    xa = project(x0, sample_ball(x0, e, norm, 1, gen)[0], e, norm, clip)
+    step = 2.5 * e / steps
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        v = violation(f(xa), yy, lbb, ubb, mm).gather(1, which[:, None])[:, 0]
+        (grad,) = torch.autograd.grad(v.sum(), xa)
+        with torch.no_grad():
+            if norm == "inf":
+                xa = xa + step.view(-1, 1, 1, 1) * grad.sign()
+            else:
+                xa = xa + step.view(-1, 1, 1, 1) * grad / grad.flatten(1).norm(dim=1).clamp(min=1e-30).view(-1, 1, 1, 1)
+            xa = project(x0, xa, e, norm, clip)
+            bad += int((violation(f(xa), yy, lbb, ubb, mm) > TOL).sum())
+            points += len(xa)
+    CHECKED["points"] += points
+    CHECKED["configs"] += 1
+    return bad
+
+
+def check_model(model, x, y, eps, norm, clip, methods=bounds.METHODS, seed=0):
+    """Zero violations for each method; output bounds and margin from one specification
+    [I; −I; e_y − e_t] (one trace per method); margin_lower_bound must agree with it."""
+    f = model if not model.training else frozen(model, x)
+    K = model.num_classes
+    eye = torch.eye(K)
+    spec = torch.cat([torch.cat([eye, -eye]).expand(len(x), 2 * K, K), bounds.margin_spec(y, K, dtype=x.dtype)], 1)
+    for method in methods:
+        low = bounds.spec_bounds(model, x, spec, eps, norm, method, clip=clip).detach()
+        lb, ub, mlb = low[:, :K], -low[:, K : 2 * K], low[:, 2 * K :].amin(1)
+        assert torch.isfinite(low).all() and (lb <= ub + TOL).all()
+        if method != "crown":
+            torch.testing.assert_close(margin_lower_bound(model, x, y, eps, norm, method, clip=clip).detach(), mlb)
+        bad = count_violations(f, x, y, eps, norm, clip, lb, ub, mlb, seed)
+        assert bad == 0, f"{bad} violations: {type(model).__name__} {norm} {method} clip={clip}"
+
+
+# (norm, clip) per model index, so that every combination is covered across models
+BALLS = [("inf", (0.0, 1.0)), (2, None), ("inf", None), (2, (0.0, 1.0))]
+
+
+# ----------------------------------------------------------------------------- soundness
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_supernet_sound(seed, train):
+    """Random α, weights and BN statistics; eval (running) and train (clean-batch) BatchNorm."""
+    net = supernet(seed, train=train)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    eps = [0.01, 0.1][seed] * (1 if BALLS[2 * seed + train][0] == "inf" else 3)
+    check_model(net, x, torch.tensor([0, 3, 4]), eps, *BALLS[2 * seed + train], methods=("ibp", "crown-ibp"),
+                seed=seed)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_supernet_sound_crown(train):
+    """Full CROWN (every intermediate bound by CROWN) on a 4×4 supernet, per-sample ε."""
+    net = supernet(10 + train, C=2, steps=2, train=train)
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    check_model(net, x, torch.tensor([1, 2]), torch.tensor([0.02, 0.08]), *BALLS[3 * train], methods=("crown",))
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_derived_network_sound(seed, train):
+    """A genotype using every primitive in both cell types (reductions included) and a random one."""
+    net = derived(seed, ALL_OPS if seed == 0 else None, train=train)
+    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(seed + 7))
+    check_model(net, x, torch.tensor([4, 0, 2]), [0.02, 0.15][seed], *BALLS[(2 * seed + train + 1) % 4], seed=seed)
+
+
+def test_four_node_supernet_sound():
+    """The default cell (4 nodes, concat of 4) with C=4 on 8×8 inputs, both ReLU lower slopes."""
+    net = supernet(3, C=4, steps=4).eval()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([1, 3])
+    for slope in bounds.RELU_SLOPES:
+        lb, ub = output_bounds(net, x, 0.02, "inf", "crown-ibp", relu_slope=slope)
+        mlb = margin_lower_bound(net, x, y, 0.02, "inf", "crown-ibp", relu_slope=slope)
+        assert count_violations(net, x, y, 0.02, "inf", (0.0, 1.0), lb.detach(), ub.detach(), mlb.detach(),
+                                n_random=4, steps=6) == 0
+
+
+# ----------------------------------------------------------------------------- exactness
+def affine_model(seed):
+    """Every affine rule without a ReLU: Normalize, strided/dilated/depthwise convs, BN, avg pools
+    (count_include_pad=False), identity, global average pool, flatten, linear."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        Normalize([0.5, 0.4], [0.2, 0.3]),
+        nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=True),
+        nn.BatchNorm2d(4),
+        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+        nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False),
+        nn.Identity(),
+        nn.Conv2d(4, 6, 1, bias=False),
+        nn.BatchNorm2d(6, affine=False),
+        nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    )
+    return randomize(model, seed).eval()
+
+
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_no_relu_bounds_are_exact(norm):
+    model = affine_model(0)
+    x = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 2, 3])
+    eps = torch.tensor([0.01, 0.1, 0.5])
+    xg = x.clone().requires_grad_(True)
+    fx = model(xg)
+    J = torch.stack([torch.autograd.grad(fx[:, k].sum(), xg, retain_graph=True)[0] for k in range(4)], 1)
+    dual = (lambda a: a.abs().sum(-1)) if norm == "inf" else (lambda a: a.norm(dim=-1))
+    radius = eps[:, None] * dual(J.flatten(2))
+    fx = fx.detach()
+    Jy = J[torch.arange(3), y]
+    true_margin = torch.stack(
+        [fx[i, y[i]] - fx[i, t] - eps[i] * dual((Jy[i] - J[i, t]).flatten()) for i in range(3) for t in range(4)
+         if t != y[i]]).view(3, 3).amin(1)
+    for method in bounds.METHODS:
+        lb, ub = output_bounds(model, x, eps, norm, method, clip=None)
+        torch.testing.assert_close(lb, fx - radius, rtol=0, atol=1e-10)
+        torch.testing.assert_close(ub, fx + radius, rtol=0, atol=1e-10)
+        m = margin_lower_bound(model, x, y, eps, norm, method, clip=None)
+        torch.testing.assert_close(m, true_margin, rtol=0, atol=1e-10)
+    # ℓ∞ with the [0, 1] box: the exact minimum over the clipped box, coordinate by coordinate
+    if norm == "inf":
+        lo, hi = (x - eps.view(-1, 1, 1, 1)).clamp(min=0), (x + eps.view(-1, 1, 1, 1)).clamp(max=1)
+        exact_lb = fx + torch.minimum(J * (lo - x).unsqueeze(1), J * (hi - x).unsqueeze(1)).flatten(2).sum(-1)
+        lb, _ = output_bounds(model, x, eps, "inf", "crown", clip=(0.0, 1.0))
+        torch.testing.assert_close(lb, exact_lb, rtol=0, atol=1e-10)
+
+
+def test_zero_op_gives_a_constant():
+    model = nn.Sequential(Normalize([0.5], [0.2]), nn.Conv2d(1, 2, 3, padding=1), Zero(2), nn.Flatten(),
+                          nn.Linear(2 * 4 * 4, 3)).eval()
+    x = torch.rand(2, 1, 8, 8)
+    for method in bounds.METHODS:
+        lb, ub = output_bounds(model, x, 0.3, 2, method)
+        torch.testing.assert_close(lb, model(x).detach(), rtol=0, atol=1e-12)
+        torch.testing.assert_close(ub, model(x).detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_zero_radius_bounds_equal_the_output(train):
+    for net in (supernet(4, train=train), derived(4, ALL_OPS, train=train)):
+        x = torch.rand(2, 1, 8, 8)
+        f = frozen(net, x)(x).detach()
+        for method in bounds.METHODS if isinstance(net, Network) else ("ibp", "crown-ibp"):
+            lb, ub = output_bounds(net, x, 0.0, "inf", method)
+            torch.testing.assert_close(lb, f, rtol=0, atol=1e-9)
+            torch.testing.assert_close(ub, f, rtol=0, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- internals
+@pytest.mark.parametrize("make", [lambda: supernet(5, steps=4), lambda: derived(5, ALL_OPS)])
+def test_every_affine_node_transpose_is_its_vjp(make):
+    """Each affine primitive's transpose (and bias) against autograd's vector-Jacobian product."""
+    net = make().eval()
+    g = trace(net, torch.rand(2, 1, 8, 8))
+    torch.testing.assert_close(g.values[g.output], net(g.values[0]), rtol=0, atol=1e-12)
+    seen = set()
+    for i in range(1, len(g.ops)):
+        op = g.ops[i]
+        if isinstance(op, (bounds._ReLU, bounds._MaxPool)) or not g.inputs[i]:
+            continue
+        zs = [torch.randn_like(g.values[j]).requires_grad_() for j in g.inputs[i]]
+        out = op.forward(*zs)
+        A = torch.randn((out.shape[0], 3, *out.shape[1:]))
+        vjps = [torch.autograd.grad(out, zs, A[:, s], retain_graph=True) for s in range(3)]
+        for k, t in enumerate(op.transpose(A, [g.shape(j) for j in g.inputs[i]])):
+            torch.testing.assert_close(t, torch.stack([v[k] for v in vjps], 1), rtol=0, atol=1e-10)
+        b = op.bias_term(A)
+        b0 = (A * op.forward(*[torch.zeros_like(z) for z in zs]).unsqueeze(1)).flatten(2).sum(-1)
+        torch.testing.assert_close(b if b is not None else torch.zeros_like(b0), b0, rtol=0, atol=1e-10)
+        seen.add(type(op).__name__)
+    expected = {"_Conv", "_ChannelAffine", "_AvgPool", "_Concat", "_Linear", "_GlobalAvgPool"}
+    expected |= {"_MixedEdges", "_EdgeSum", "_Repeat", "_Slice", "_Crop"} if isinstance(net, SearchNetwork) \
+        else {"_WeightedSum", "_Crop"}
+    assert expected <= seen
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_fused_supernet_bounds_equal_reference_supernet(train):
+    """The fused SearchNetwork and the per-op reference compute the same bounds (same relaxations)."""
+    net = supernet(6, C=2, steps=4, train=train)
+    ref = ReferenceSearchNetwork(2, 5, 3, 4, 4, 1).load_from(net).train(train)
+    x = torch.rand(2, 1, 8, 8)
+    for method, norm in (("ibp", "inf"), ("crown-ibp", "inf"), ("crown-ibp", 2)):
+        a = output_bounds(net, x, 0.02, norm, method)
+        b = output_bounds(ref, x, 0.02, norm, method)
+        for u, v in zip(a, b):
+            torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-9)
+
+
+def test_maxpool_relaxation_brackets_the_max():
+    """z_j ≤ max(window) ≤ z_j + c on random boxes (the sound max-pool relaxation)."""
+    op = bounds._MaxPool(3, 2, 1)
+    l = torch.randn(2, 3, 6, 6)
+    u = l + torch.rand(2, 3, 6, 6) * torch.randint(0, 2, (2, 3, 6, 6))
+    idx, c, _ = bounds._maxpool_relaxation(op, l, u)
+    for _ in range(50):
+        z = l + (u - l) * torch.rand(2, 3, 6, 6)
+        zj = z.flatten(2).gather(2, idx)
+        m = op.forward(z).flatten(2)
+        assert (zj <= m + 1e-12).all() and (m <= zj + c[:, 0] + 1e-12).all()
+
+
+# ----------------------------------------------------------------------------- tightness
+def test_crown_is_tighter_than_ibp_on_average():
+    widths = {m: 0.0 for m in bounds.METHODS}
+    for seed in range(3):
+        net = derived(20 + seed, C=2)
+        x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+        for m in bounds.METHODS:
+            lb, ub = output_bounds(net, x, 0.01, "inf", m)
+            widths[m] += float((ub - lb).detach().mean())
+    assert widths["crown"] <= widths["ibp"]
+    assert widths["crown"] <= widths["crown-ibp"] * (1 + 1e-9)
+
+
+# ----------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("method,train", [("crown-ibp", True), ("crown-ibp", False), ("ibp", True), ("crown", False)])
+def test_gradients_match_finite_differences(method, train):
+    """d/dh of the margin bound along a random direction in (weights, α), float64 central FD.
+    The bound is piecewise smooth (ReLU slopes, max-pool argmax switch at kinks), so h is small."""
+    net = supernet(7, C=2, steps=2, train=train)
+    H = 4 if method == "crown" else 8
+    x = torch.rand(2, 1, H, H, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([1, 4])
+    params = list(net.parameters())
+    gen = torch.Generator().manual_seed(2)
+    v = [torch.randn(p.shape, generator=gen) for p in params]
+
+    def value():
+        return margin_lower_bound(net, x, y, 0.01, "inf", method).sum()
+
+    grads = torch.autograd.grad(value(), params, allow_unused=True)
+    analytic = sum(float((g * d).sum()) for g, d in zip(grads, v) if g is not None)
+    assert grads[[n for n, _ in net.named_parameters()].index("alphas_normal")] is not None
+    h, vals = 1e-7, []
+    with torch.no_grad():
+        for sgn in (1, -1):
+            for p, d in zip(params, v):
+                p.add_(sgn * h * d)
+            vals.append(float(value()))
+            for p, d in zip(params, v):
+                p.sub_(sgn * h * d)
+    fd = (vals[0] - vals[1]) / (2 * h)
+    assert abs(fd - analytic) <= 1e-4 * max(1.0, abs(fd)), (fd, analytic)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_inputs_give_clear_errors():
+    net = derived(0)
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="eps"):
+        output_bounds(net, x, -0.1)
+    with pytest.raises(ValueError, match="eps"):
+        output_bounds(net, x, torch.tensor([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="norm"):
+        output_bounds(net, x, 0.1, norm=1)
+    with pytest.raises(ValueError, match="method"):
+        output_bounds(net, x, 0.1, method="deeppoly")
+    with pytest.raises(ValueError, match="relu_slope"):
+        output_bounds(net, x, 0.1, relu_slope="zero")
+    with pytest.raises(ValueError, match="clip"):
+        output_bounds(net, x, 0.1, clip=(1.0, 0.0))
+    with pytest.raises(ValueError, match="x must be"):
+        output_bounds(net, x[0], 0.1)
+    with pytest.raises(ValueError, match="labels"):
+        margin_lower_bound(net, x, torch.tensor([0, 5]), 0.1)
+    with pytest.raises(ValueError, match="differ"):
+        margin_lower_bound(net, x, y, 0.1, targets=torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="no rule for module"):
+        output_bounds(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(72, 2)), x, 0.1)
