@@ -16,3 +16,61 @@ RobustnessTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: method name → factory(**options) → R(model, x, y) (a differentiable scalar)
 TERMS: dict[str, Callable[..., RobustnessTerm]] = {}
+
+
+# --------------------------------------------------------------------------- JB: Jacobian norm bound
+def dsrna_jb(eps: float = 0.1, norm="inf", mode: str = "projection", n_proj: int = 1) -> RobustnessTerm:
+    """R_J(f, x, y) = −mean_x b(x), b the first-order output-change bound of
+    ``rnas_lib.jacobian.first_order_bound`` over the ε-ball (ℓ``norm``, pixel units).
+
+    Defaults (rnas's choices): ``mode="projection"`` with one projection, the unbiased Hoffman et al.
+    estimate of ‖J‖_F² at the price of one extra backward pass, so that a DSRNA-JB search step costs
+    about as much as CB's cheapest alternative and stays within 2× of a DARTS step
+    (benchmarks/bench_jacobian.py); ``"exact"`` (Σ_k ‖J_k‖_q, C backward passes) and ``"top_logit"``
+    (the public code's form, PAPER.md letter C) are the alternatives. ε = 0.1 in ℓ∞ is a digits/MNIST
+    scale; R_J is linear in ε, so ε only rescales γ. The square root of the projection estimate is a
+    slightly low (Jensen) but smooth estimate of ‖J‖_F.
+    """
+    from .jacobian import MODES, dual_norm
+
+    dual_norm(norm)
+    if mode not in MODES:
+        raise ValueError(f"unknown Jacobian mode {mode!r}; allowed: {', '.join(MODES)}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (the radius of the threat ball in pixel units), got {eps!r}")
+    if mode == "projection" and (isinstance(n_proj, bool) or not isinstance(n_proj, int) or n_proj < 1):
+        raise ValueError(f"n_proj must be a positive integer, got {n_proj!r}")
+
+    def robustness(model, x, y):
+        from .jacobian import first_order_bound
+
+        return -first_order_bound(model, x, eps, norm, mode, n_proj).mean()
+
+    return robustness
+
+
+def dsrna_combined(eps: float = 0.1, norm="inf", w_cb: float = 1.0, w_jb: float = 1.0, mode: str = "projection",
+                   n_proj: int = 1, cb_options: dict | None = None) -> RobustnessTerm:
+    """R = w_cb·R_CB + w_jb·R_J (DSRNA-Combined, PAPER.md letter B: R_CB + R_J): R_CB is
+    ``TERMS["dsrna_cb"](eps=eps, norm=norm, **cb_options)`` (looked up when R is first called), R_J is
+    ``dsrna_jb(eps, norm, mode, n_proj)``."""
+    for name, w in (("w_cb", w_cb), ("w_jb", w_jb)):
+        if not w >= 0:
+            raise ValueError(f"{name} must be ≥ 0, got {w!r}")
+    r_jb = dsrna_jb(eps, norm, mode, n_proj)
+    r_cb = None
+
+    def robustness(model, x, y):
+        nonlocal r_cb
+        if r_cb is None:
+            if "dsrna_cb" not in TERMS:
+                raise ValueError("dsrna_combined needs the certified-bound term TERMS['dsrna_cb'] (rnas_lib.robustness), "
+                                 "which is not registered; use method 'dsrna_jb' or register 'dsrna_cb' first")
+            r_cb = TERMS["dsrna_cb"](eps=eps, norm=norm, **(cb_options or {}))
+        return w_cb * r_cb(model, x, y) + w_jb * r_jb(model, x, y)
+
+    return robustness
+
+
+TERMS["dsrna_jb"] = dsrna_jb
+TERMS["dsrna_combined"] = dsrna_combined
