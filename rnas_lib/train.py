@@ -1,9 +1,15 @@
-"""Training a derived network from scratch (standard training), with resumable checkpoints.
+"""Training a derived network from scratch (standard or PGD adversarial training), with resumable checkpoints.
 
 SGD with momentum and weight decay, cosine learning rate, gradient clipping, drop-path whose
 probability ramps linearly from 0 to ``drop_path_prob`` over the epochs (DARTS' schedule).
 A checkpoint stores the genotype and the network's shape next to its weights, so
 ``load_network(path)`` rebuilds the trained network (loaded with ``weights_only=True``).
+
+Adversarial training (Madry et al. 2018), ``TrainConfig(adversarial={"eps": …, "norm": …, …})``:
+    min_w E_(x,y) max_{‖δ‖_p ≤ ε, x+δ ∈ [0,1]ⁿ} CE(f_w(x + δ), y),
+the inner max approximated by ``rnas_lib.attacks.pgd`` on every mini-batch (generated with the
+network in eval mode: running BatchNorm statistics, no drop path), the SGD step taken on the
+adversarial batch only. ``train_acc``/``train_loss`` in the history are then on those examples.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .attacks import check_norm, pgd
 from .data import TensorData, batches, dataset_info, load_dataset
 from .genotypes import from_dict, get_genotype, to_dict
 from .network import Network
@@ -34,6 +41,8 @@ class TrainConfig:
     grad_clip: float = 5.0
     drop_path_prob: float = 0.0
     seed: int = 0
+    #: None (standard training) or PGD settings {"eps", "norm", "steps", "step_size", "random_start"}
+    adversarial: dict | None = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -44,6 +53,32 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.drop_path_prob < 1.0:
             raise ValueError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob!r}")
+        if self.adversarial is not None:
+            self.adversarial = adversarial_settings(self.adversarial)
+
+
+ADVERSARIAL_DEFAULTS = {"norm": "inf", "steps": 7, "step_size": None, "random_start": True}
+
+
+def adversarial_settings(settings: dict) -> dict:
+    """The full PGD settings of adversarial training: eps (required), norm, steps, step_size, random_start."""
+    if not isinstance(settings, dict) or "eps" not in settings:
+        raise ValueError(f"adversarial must be None or a dict with at least 'eps', e.g. {{'eps': 0.1, 'norm': 'inf'}}, "
+                         f"got {settings!r}")
+    unknown = set(settings) - set(ADVERSARIAL_DEFAULTS) - {"eps"}
+    if unknown:
+        raise ValueError(f"adversarial has no settings {sorted(unknown)}; allowed: eps, {', '.join(ADVERSARIAL_DEFAULTS)}")
+    full = {**ADVERSARIAL_DEFAULTS, **settings}
+    full["norm"] = check_norm(full["norm"])
+    if isinstance(full["eps"], bool) or not isinstance(full["eps"], (int, float)) or not 0 < full["eps"] < float("inf"):
+        raise ValueError(f"adversarial eps must be a number > 0 (pixel units), got {full['eps']!r}")
+    if isinstance(full["steps"], bool) or not isinstance(full["steps"], int) or full["steps"] < 1:
+        raise ValueError(f"adversarial steps must be an integer ≥ 1, got {full['steps']!r}")
+    if full["step_size"] is not None and not (isinstance(full["step_size"], (int, float)) and full["step_size"] > 0):
+        raise ValueError(f"adversarial step_size must be > 0 or None (2.5·eps/steps), got {full['step_size']!r}")
+    full["eps"] = float(full["eps"])
+    full["random_start"] = bool(full["random_start"])
+    return full
 
 
 @dataclass
@@ -101,6 +136,8 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
         model.train()
         total, correct, loss_sum = 0, 0, 0.0
         for x, y in batches(train_data, config.batch_size, shuffle=True, generator=generator):
+            if config.adversarial is not None:
+                x = pgd(model, x, y, **config.adversarial)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
