@@ -4,7 +4,9 @@ matplotlib ``Axes`` (or ``Figure`` when it makes several panels); nothing here s
 - ``draw_cell`` / ``draw_genotype``: a DARTS cell as a DAG (plain matplotlib, no graphviz).
 - ``alpha_heatmap``, ``alpha_evolution``, ``op_mass``: softmax(α) per edge × op, over epochs.
 - ``learning_curves``: losses and accuracies from a search or training history.
-- ``perturbation_grid``, ``norm_balls_2d``: ε-ball perturbations of images, unit balls in 2-D.
+- ``image_grid``, ``perturbation_grid``, ``norm_balls_2d``: images, their ε-ball perturbations, unit balls in 2-D.
+- ``adversarial_example``, ``accuracy_vs_eps``: one attacked image; robust accuracy against ε.
+- ``certified_radius_hist``, ``attack_vs_certificate``: certified radii; attack vs certificate and their gap.
 - ``bar_compare``: one bar panel per metric for a few architectures.
 - ``save_figure``: write a figure under ``runs/<tier>/figures/``.
 """
@@ -242,10 +244,28 @@ def _image(ax, x, title=None, **kw):
         ax.set_title(title, fontsize=8)
 
 
-def perturbation_grid(x, rows: dict, eps, col_titles=None):
+def image_grid(x, titles=None, ncols: int = 8, scale: float = 1.1):
+    """Images ``x`` (N, C, H, W) in [0, 1] on a grid, optionally titled; returns the Figure."""
+    n = len(x)
+    if n == 0:
+        raise ValueError("no images to show")
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, min(n, ncols), figsize=(scale * min(n, ncols), scale * nrows + 0.3),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            _image(ax, x[k], None if titles is None else str(titles[k]))
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def perturbation_grid(x, rows: dict, eps, titles: dict | None = None):
     """Images under perturbations: column 0 is the clean image ``x`` (C, H, W) in [0, 1]; each row
     ``name → [x_1, …]`` shows the perturbed images x_k = clip(x + δ_k) at ``eps[k]``, and under them
-    (second row of the pair) δ_k itself on a symmetric colour scale. Returns the Figure."""
+    (second row of the pair) δ_k itself on a symmetric colour scale. ``titles`` (name → one string
+    per ε, e.g. the predictions) replaces the default 'ε = …' titles of that row. Returns the Figure."""
     eps = list(eps)
     fig, axes = plt.subplots(2 * len(rows), len(eps) + 1, figsize=(1.45 * (len(eps) + 1), 2.9 * len(rows)),
                              squeeze=False)
@@ -258,7 +278,7 @@ def perturbation_grid(x, rows: dict, eps, col_titles=None):
         bottom[0].text(0.5, 0.5, f"{name}\n\nδ = x' − x", ha="center", va="center", fontsize=8,
                        transform=bottom[0].transAxes)
         for k, (e, xp) in enumerate(zip(eps, images)):
-            title = col_titles[k] if col_titles else f"ε = {e:.3g}"
+            title = titles[name][k] if titles and name in titles else f"ε = {e:.3g}"
             _image(top[k + 1], xp, title)
             d = np.asarray((xp - x).detach().cpu() if hasattr(xp, "detach") else xp - x, dtype=float)
             d = d.mean(axis=0)
@@ -324,3 +344,116 @@ def save_figure(fig, tier: str, name: str):
     path = run_dir(tier, "figures") / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+# ----------------------------------------------------------------------------- attacks and certificates
+def adversarial_example(model, x, y: int, x_adv, title: str | None = None, class_names=None):
+    """Clean image, adversarial image, δ = x' − x and the class probabilities of both; returns the Figure."""
+    import torch
+
+    names = list(class_names) if class_names is not None else None
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        p = torch.softmax(model(torch.stack([x, x_adv])), dim=1).cpu().numpy()
+        model.train(was)
+    k = p.shape[1]
+    label = (lambda c: names[c]) if names else str
+    fig, axes = plt.subplots(1, 4, figsize=(9.5, 2.4), gridspec_kw={"width_ratios": [1, 1, 1, 2.2]})
+    _image(axes[0], x, f"clean: {label(int(p[0].argmax()))} ({p[0].max():.2f})")
+    _image(axes[1], x_adv, f"attacked: {label(int(p[1].argmax()))} ({p[1].max():.2f})")
+    d = np.asarray((x_adv - x).detach().cpu(), dtype=float).mean(axis=0)
+    m = max(float(np.abs(d).max()), 1e-8)
+    axes[2].imshow(d, cmap="RdBu_r", vmin=-m, vmax=m)
+    axes[2].set_xticks([])
+    axes[2].set_yticks([])
+    axes[2].set_title(f"δ: max|δ| {np.abs(d).max():.3f}, ‖δ‖₂ {np.sqrt((d ** 2).sum()):.3f}", fontsize=8)
+    idx = np.arange(k)
+    axes[3].bar(idx - 0.2, p[0], 0.4, label="clean", color="C0")
+    axes[3].bar(idx + 0.2, p[1], 0.4, label="attacked", color="C3")
+    axes[3].set_xticks(idx, [label(c) for c in idx], fontsize=7)
+    axes[3].set_ylim(0, 1)
+    axes[3].axvline(y, color="0.6", ls=":", lw=1)
+    axes[3].set_title(f"probabilities (true class {label(y)})", fontsize=8)
+    axes[3].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _norm_label(norm) -> str:
+    return "ℓ∞" if norm in ("inf", float("inf")) else f"ℓ{norm}"
+
+
+def accuracy_vs_eps(records, title: str | None = None):
+    """Robust accuracy against ε from ``rnas_lib.attacks.evaluate`` records (each optionally with an
+    "arch" key): one panel per norm, one colour per architecture, one line style per attack."""
+    records = list(records)
+    if not records:
+        raise ValueError("no records to plot")
+    norms = list(dict.fromkeys(r["norm"] for r in records))
+    archs = list(dict.fromkeys(r.get("arch", "") for r in records))
+    attack_names = list(dict.fromkeys(r["attack"] for r in records))
+    styles = dict(zip(attack_names, ("-o", "--s", ":^", "-.d", "-x")))
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.6 * len(norms), 3.4), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        for i, arch in enumerate(archs):
+            for attack in attack_names:
+                pts = sorted((r["eps"], r["accuracy"]) for r in records
+                             if r["norm"] == norm and r.get("arch", "") == arch and r["attack"] == attack)
+                if pts:
+                    e, a = zip(*pts)
+                    ax.plot(e, a, styles[attack], color=f"C{i % 10}", ms=4, lw=1.4,
+                            label=" ".join(s for s in (arch, attack) if s))
+        ax.set_xlabel(f"ε ({_norm_label(norm)}, pixel units)")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"accuracy under attack, {_norm_label(norm)}", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def certified_radius_hist(radii: dict, norm="inf", bins: int = 20, ax=None):
+    """Histograms of certified radii, one per architecture (``radii``: name → array); a radius of 0
+    marks a sample that is misclassified or certifiable at no ε. Returns the Axes."""
+    ax = _axes(ax, (4.6, 3.2))
+    arrays = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float) for k, v in radii.items()}
+    if not arrays:
+        raise ValueError("no radii to plot")
+    top = max(float(a.max()) for a in arrays.values() if a.size) or 1e-3
+    edges = np.linspace(0, top, bins + 1)
+    for i, (name, a) in enumerate(arrays.items()):
+        ax.hist(a, bins=edges, histtype="step", lw=1.6, color=f"C{i % 10}", label=f"{name} (mean {a.mean():.4f})")
+    ax.set_xlabel(f"certified radius ({_norm_label(norm)}, pixel units)")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=7)
+    ax.set_title(f"certified lower bounds, {_norm_label(norm)}", fontsize=10)
+    return ax
+
+
+def attack_vs_certificate(eps_grid, attacked: dict, certified: dict, norm="inf", attack: str = "PGD", ax=None):
+    """Accuracy under attack (an upper bound on true robust accuracy) and certified accuracy (a lower
+    bound) against ε, per architecture, with the gap between them shaded: the samples that no attack
+    broke and no certificate covers. ``attacked``/``certified``: name → accuracies on ``eps_grid``."""
+    ax = _axes(ax, (5.0, 3.4))
+    eps_grid = np.asarray(eps_grid, dtype=float)
+    for i, name in enumerate(attacked):
+        up, low = np.asarray(attacked[name], dtype=float), np.asarray(certified[name], dtype=float)
+        if up.shape != eps_grid.shape or low.shape != eps_grid.shape:
+            raise ValueError(f"{name}: need one accuracy per ε ({len(eps_grid)}), got {up.shape} and {low.shape}")
+        c = f"C{i % 10}"
+        ax.plot(eps_grid, up, "-o", color=c, ms=3, label=f"{name}: {attack} accuracy")
+        ax.plot(eps_grid, low, "--", color=c, label=f"{name}: certified accuracy")
+        ax.fill_between(eps_grid, low, up, color=c, alpha=0.15)
+    ax.set_xlabel(f"ε ({_norm_label(norm)}, pixel units)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("attack vs certificate: the shaded gap is undecided", fontsize=10)
+    return ax
