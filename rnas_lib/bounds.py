@@ -103,6 +103,13 @@ class _Conv(_Affine):
     def transpose(self, A, in_shapes):
         a = _rows(A)
         k = self.w.shape[-2:]
+        if self.stride == (1, 1) and all(self.dilation[d] * (k[d] - 1) >= self.padding[d] for d in range(2)):
+            # stride 1: the transpose is a convolution with the flipped, group-transposed kernel
+            # (faster than conv_transpose2d on CPU, markedly so for dilated depthwise kernels)
+            g, (co, ci) = self.groups, self.w.shape[:2]
+            wt = self.w.view(g, co // g, ci, *k).transpose(1, 2).reshape(g * ci, co // g, *k).flip(-1, -2)
+            pad = tuple(self.dilation[d] * (k[d] - 1) - self.padding[d] for d in range(2))
+            return [_unrows(F.conv2d(a, wt, None, 1, pad, self.dilation, g), A)]
         out_pad = tuple(
             in_shapes[0][-2 + d] - ((a.shape[-2 + d] - 1) * self.stride[d] - 2 * self.padding[d]
                                      + self.dilation[d] * (k[d] - 1) + 1)
@@ -778,8 +785,7 @@ def _relu_relaxation(l, u, slope):
 
 def _relu_backward(A, relax):
     sl, su, bu = relax
-    neg = A.clamp(max=0)
-    return A.clamp(min=0) * sl + neg * su, (neg * bu).flatten(2).sum(-1)
+    return A * torch.where(A >= 0, sl, su), (A.clamp(max=0) * bu).flatten(2).sum(-1)
 
 
 def _maxpool_relaxation(op: _MaxPool, l, u):

@@ -1,0 +1,135 @@
+"""Cost of the certified bounds (rnas_lib.bounds), measured in one run.
+
+1. A search step with the CB term vs a plain DARTS step, at smoke size (8×8×1, C=4, 3 cells) and
+   tutorial size (28×28×1, C=8, 5 cells), batch 64, first order: one α step (on the val batch,
+   with −γ·R in the α loss) + one w step. Uses ``rnas_lib.search``'s stepper; the CB term is the
+   registered ``dsrna_cb`` when ``rnas_lib.robustness.TERMS`` has it, and always also a stand-in
+   R = mean_b tanh(margin lower bound_b) in several configurations (bound method, how many samples
+   of the batch are bounded, untargeted (9 specification rows per sample) or runner-up (1 row)).
+2. ibp vs crown-ibp vs crown on a derived network (the tier's final-network size), batch 16,
+   output bounds, no gradient. Full CROWN needs one backward pass per intermediate neuron, so it is
+   only run where that is affordable.
+
+Usage: python benchmarks/bench_bounds.py [--threads 1] [--repeats 3] [--skip-tutorial]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from rnas_lib import robustness
+from rnas_lib.bounds import margin_lower_bound, output_bounds
+from rnas_lib.genotypes import PUBLISHED
+from rnas_lib.network import Network
+from rnas_lib.search import SearchConfig, _Searcher
+from rnas_lib.supernet import SearchNetwork
+from rnas_lib.verify import target_classes
+
+SIZES = {"smoke": dict(H=8, C=4, layers=3, net_C=8, net_layers=3),
+         "tutorial": dict(H=28, C=8, layers=5, net_C=16, net_layers=8)}
+
+
+def stand_in_cb(eps=0.1, norm="inf", method="crown-ibp", samples=None, target="untargeted"):
+    """R = mean tanh(margin lower bound) over the first ``samples`` of the batch (all if None)."""
+    def robustness_term(model, x, y):
+        if samples:
+            x, y = x[:samples], y[:samples]
+        targets = None
+        if target == "runner-up":
+            with torch.no_grad():
+                targets = target_classes(model(x), y, "runner-up")
+        return torch.tanh(margin_lower_bound(model, x, y, eps, norm, method, targets=targets)).mean()
+    return robustness_term
+
+
+def timed(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def search_step_times(size, repeats):
+    p = SIZES[size]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, p["H"], p["H"], generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    configs = [("darts", "darts", {})]
+    if "dsrna_cb" in robustness.TERMS:
+        configs.append(("dsrna_cb (registered, defaults)", "dsrna_cb", {}))
+    variants = [("crown-ibp, 8 samples, untargeted", dict(samples=8)),
+                ("crown-ibp, 64 samples, runner-up", dict(target="runner-up")),
+                ("ibp, 64 samples, untargeted", dict(method="ibp")),
+                ("crown-ibp, 16 samples, untargeted", dict(samples=16))]
+    if size == "smoke":  # 64 × 9 specification rows at 28×28 would need tens of GB with autograd
+        variants.insert(0, ("crown-ibp, 64 samples, untargeted", {}))
+    for label, options in variants:
+        configs.append((f"stand-in R: {label}", "_bench_cb", options))
+    rows = []
+    for label, method, options in configs:
+        torch.manual_seed(0)
+        net = SearchNetwork(p["C"], 10, p["layers"], in_channels=1)
+        stepper = _Searcher(net, SearchConfig(method=method, method_options=options))
+
+        def step():
+            stepper.alpha_step(x, y, x, y, stepper.term is not None)
+            stepper.weight_step(x, y, False)
+
+        rows.append((label, timed(step, repeats)))
+    base = rows[0][1]
+    print(f"\n== search step, {size} size ({p['H']}×{p['H']}×1, C={p['C']}, {p['layers']} cells, batch 64)")
+    for label, t in rows:
+        print(f"  {label:<52s} {t * 1000:9.1f} ms   ratio to darts {t / base:5.2f}x")
+
+
+def bound_times(size, repeats):
+    p = SIZES[size]
+    torch.manual_seed(0)
+    net = Network(PUBLISHED["DARTS_V2"], p["net_C"], 10, p["net_layers"], in_channels=1).eval()
+    x = torch.rand(16, 1, p["H"], p["H"], generator=torch.Generator().manual_seed(1))
+    print(f"\n== output bounds, DARTS_V2 network, {size} size ({p['H']}×{p['H']}×1, C={p['net_C']}, "
+          f"{p['net_layers']} cells, batch 16, ε=0.01 ℓ∞, no gradient)")
+    results = {}
+    with torch.no_grad():
+        forward = timed(lambda: net(x), repeats)
+        print(f"  {'plain forward':<12s} {forward * 1000:10.1f} ms")
+        for method in ("ibp", "crown-ibp", "crown"):
+            if method == "crown" and size != "smoke":
+                print(f"  {'crown':<12s}    skipped: one backward pass per intermediate neuron "
+                      f"(~10⁵ at 28×28) is out of reach on a CPU")
+                continue
+            t = timed(lambda: output_bounds(net, x, 0.01, "inf", method), repeats if method != "crown" else 1)
+            lb, ub = output_bounds(net, x, 0.01, "inf", method)
+            results[method] = t
+            print(f"  {method:<12s} {t * 1000:10.1f} ms   {t / forward:7.1f}x forward   "
+                  f"mean width {float((ub - lb).mean()):.3g}")
+    if "crown" in results:
+        print(f"  crown / crown-ibp {results['crown'] / results['crown-ibp']:.1f}x, "
+              f"crown-ibp / ibp {results['crown-ibp'] / results['ibp']:.1f}x")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-tutorial", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    robustness.TERMS["_bench_cb"] = stand_in_cb
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}")
+    try:
+        for size in ("smoke",) if args.skip_tutorial else ("smoke", "tutorial"):
+            search_step_times(size, args.repeats)
+            bound_times(size, args.repeats)
+    finally:
+        del robustness.TERMS["_bench_cb"]
+
+
+if __name__ == "__main__":
+    main()
