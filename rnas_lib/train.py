@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 
 from .attacks import check_norm, pgd
 from .data import TensorData, batches, dataset_info, load_dataset
-from .genotypes import from_dict, get_genotype, to_dict
+from .genotypes import PUBLISHED, from_dict, get_genotype, load_genotype, to_dict
 from .network import Network
-from .runs import load_checkpoint, run_dir, save_checkpoint, save_json
-from .search import TIER_FIELDS, cosine_lr, evaluate
+from .runs import load_checkpoint, run_dir, runs_root, save_checkpoint, save_json
+from .search import TIER_FIELDS, cosine_lr, evaluate, methods, run_search
 from .tiers import Tier, get_tier
 
 
@@ -198,3 +198,26 @@ def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None 
         label = name or (genotype if isinstance(genotype, str) and not genotype.endswith(".json") else "custom")
         out_dir = run_dir(t.name, "train", f"{label}_seed{seed}")
     return train_network(model, train, test, config, out_dir, resume, progress)
+
+
+def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None, progress: bool = True,
+                  **overrides) -> TrainResult:
+    """The trained network of ``arch`` at a tier, as the evaluation notebooks need it.
+
+    arch: a published genotype ("DARTS_V2", …), a genotype .json path, or a search method ("darts",
+    "dsrna_cb", …), whose genotype is read from ``runs/<tier>/search/<arch>_seed<seed>/genotype.json``
+    (searched at the tier's budget first when missing). Trained by ``run_training`` under the name
+    ``arch`` (a finished run with the same configuration is reused, not retrained).
+    """
+    if arch in PUBLISHED or str(arch).endswith(".json"):
+        genotype, name = arch, (arch if arch in PUBLISHED else Path(arch).stem)
+    elif arch in methods():
+        tier_fields = {k: v for k, v in overrides.items() if k in TIER_FIELDS}
+        path = runs_root() / get_tier(tier, **tier_fields).name / "search" / f"{arch}_seed{seed}" / "genotype.json"
+        genotype = load_genotype(path) if path.exists() else run_search(
+            tier, arch, seed, data_root=data_root, progress=progress, **tier_fields).genotype
+        name = arch
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; give a published genotype ({', '.join(PUBLISHED)}), "
+                         f"a genotype .json path, or a search method ({', '.join(methods())})")
+    return run_training(genotype, tier, seed, name=name, data_root=data_root, progress=progress, **overrides)

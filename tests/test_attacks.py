@@ -238,3 +238,22 @@ def test_adversarial_training_resumes_exactly(tmp_path, monkeypatch):
         train_network(fresh(), train, test, TrainConfig(epochs=2), tmp_path / "c", progress=False)
     resumed = train_network(fresh(), train, test, config, tmp_path / "c", progress=False)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+
+
+def test_the_epsilon_explorer_builds_and_follows_its_controls(trained):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rnas_lib.widgets import AttackExplorer
+
+    net, data = trained
+    explorer = AttackExplorer(net, data, index=3, eps=0.1, eps_max=0.3, steps=3)
+    first = bytes(explorer.image.value)
+    assert first.startswith(b"\x89PNG"), "the first view is drawn at build time"
+    explorer.norm.value = 2  # ℓ2: range and ε scaled by l2_scale
+    assert explorer.eps.max == pytest.approx(1.5) and explorer.eps.value == pytest.approx(0.5)
+    assert bytes(explorer.image.value) != first
+    x_adv = explorer.adversarial(0.5, 3, 2, "pgd")
+    assert float((x_adv - data.x[3:4]).flatten().norm()) <= 0.5 + 1e-5
+    with pytest.raises(ValueError, match="index must be in"):
+        AttackExplorer(net, data, index=len(data))
