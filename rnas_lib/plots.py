@@ -419,16 +419,25 @@ def accuracy_vs_eps(records, title: str | None = None):
 
 
 def certified_radius_hist(radii: dict, norm="inf", bins: int = 20, ax=None):
-    """Histograms of certified radii, one per architecture (``radii``: name → array); a radius of 0
-    marks a sample that is misclassified or certifiable at no ε. Returns the Axes."""
+    """Histograms of certified radii, one per architecture (``radii``: name → array), on log-spaced
+    bins when the positive radii span more than a factor 20; radius 0 (misclassified, or certified
+    at no ε) is counted in the legend. Returns the Axes."""
     ax = _axes(ax, (4.6, 3.2))
     arrays = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float) for k, v in radii.items()}
     if not arrays:
         raise ValueError("no radii to plot")
-    top = max(float(a.max()) for a in arrays.values() if a.size) or 1e-3
-    edges = np.linspace(0, top, bins + 1)
+    positive = np.concatenate([a[a > 0] for a in arrays.values()])
+    if positive.size == 0:
+        ax.text(0.5, 0.5, "no image certified at any ε", ha="center", va="center", transform=ax.transAxes)
+        return ax
+    lo, hi = float(positive.min()), float(positive.max())
+    log = hi > 20 * lo
+    edges = np.geomspace(lo, hi * 1.0001, bins + 1) if log else np.linspace(0, hi * 1.0001, bins + 1)
     for i, (name, a) in enumerate(arrays.items()):
-        ax.hist(a, bins=edges, histtype="step", lw=1.6, color=f"C{i % 10}", label=f"{name} (mean {a.mean():.4f})")
+        ax.hist(a[a > 0], bins=edges, histtype="step", lw=1.6, color=f"C{i % 10}",
+                label=f"{name}: mean {a.mean():.3g}, {int((a == 0).sum())} at 0")
+    if log:
+        ax.set_xscale("log")
     ax.set_xlabel(f"certified radius ({_norm_label(norm)}, pixel units)")
     ax.set_ylabel("images")
     ax.legend(fontsize=7)
@@ -454,6 +463,6 @@ def attack_vs_certificate(eps_grid, attacked: dict, certified: dict, norm="inf",
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax.set_title("attack vs certificate: the shaded gap is undecided", fontsize=10)
     return ax
