@@ -77,35 +77,52 @@ class _StatGate(torch.autograd.Function):
 
 def _batch_norm_args(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                      eps=1e-5):
-    return input, running_mean, running_var, weight, bias, training, eps
+    return input, running_mean, running_var, weight, bias, training, momentum, eps
 
 
 def _frozen_stats_batch_norm(z, weight, bias, eps):
-    """(z − μ_B)·γ/√(σ_B² + eps) + β with the batch's statistics passed through the gate."""
+    """(z − μ_B)·γ/s + β, s = √(σ_B² + eps), with the batch's statistics passed through the gate.
+
+    Computed by the native (eval-mode) kernel with detached statistics μ_d, s_d and the affine pair
+    γ' = γ·s_d/s, β' = β − γ·(μ − μ_d)/s, which equals (γ, β) in value and carries the gradient to
+    μ and s: (z − μ_d)/s_d·γ' + β' = γ(z − μ)/s + β. Returns the output and (μ_d, σ²_d).
+    """
     dims = (0,) + tuple(range(2, z.dim()))
-    mean = _StatGate.apply(z.mean(dims))
-    var = _StatGate.apply(z.var(dims, unbiased=False))
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale
+    mean = z.mean(dims)
+    var = ((z * z).mean(dims) - mean * mean).clamp_min(0.0)  # E z² − μ²: two fast passes on CPU
+    mean, var = _StatGate.apply(mean), _StatGate.apply(var)
+    inv = torch.rsqrt(var + eps)
+    ratio = inv * (var.detach() + eps).sqrt()  # s_d / s
+    offset = (mean - mean.detach()) * inv  # (μ − μ_d)/s
+    w = ratio if weight is None else weight * ratio
+    b = -offset if weight is None else -weight * offset
     if bias is not None:
-        shift = shift + bias
-    shape = (1, -1) + (1,) * (z.dim() - 2)
-    return torch.addcmul(shift.view(shape), z, scale.view(shape))
+        b = b + bias
+    return F.batch_norm(z, mean.detach(), var.detach(), w, b, False, 0.0, eps), (mean.detach(), var.detach())
 
 
 class frozen_batch_stats(TorchFunctionMode):
     """Within ``with frozen_batch_stats():`` every batch-statistics ``F.batch_norm`` call (train mode,
-    however the model calls it) normalises with its batch's statistics routed through the gate and
-    leaves the running statistics alone; running-statistics (eval) calls are unchanged."""
+    however the model calls it) normalises with its batch's statistics routed through the gate;
+    running-statistics (eval) calls are unchanged. Running statistics are updated as a training
+    forward pass would update them only if ``update_running_stats``."""
+
+    def __init__(self, update_running_stats: bool = False):
+        super().__init__()
+        self.update_running_stats = update_running_stats
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.batch_norm:
-            z, running_mean, _, weight, bias, training, eps = _batch_norm_args(*args, **kwargs)
+            z, running_mean, running_var, weight, bias, training, momentum, eps = _batch_norm_args(*args, **kwargs)
             if training or running_mean is None:
-                return _frozen_stats_batch_norm(z, weight, bias, eps)
+                out, (mean, var) = _frozen_stats_batch_norm(z, weight, bias, eps)
+                if self.update_running_stats and training and running_mean is not None:
+                    n = z.numel() // z.shape[1]
+                    with torch.no_grad():
+                        running_mean.lerp_(mean, momentum)
+                        running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
+                return out
         return func(*args, **kwargs)
 
 
@@ -149,12 +166,15 @@ def _row_norms(rows: torch.Tensor, q) -> torch.Tensor:
 
 
 def jacobian_norm(model: nn.Module, x: torch.Tensor, n_proj=1, *, mode: str | None = None, q="fro",
-                  create_graph: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+                  create_graph: bool = True, generator: torch.Generator | None = None, return_logits: bool = False):
     """Per-sample Jacobian norm of ``model`` at pixels ``x`` (B, …) → (B,); see the module docstring.
 
     ``n_proj``: projections (mode "projection") or "exact"; ``mode``: "projection" | "exact" |
     "top_logit"; ``q``: "fro" (squared Frobenius), 1 or 2 (row norms; use ``dual_norm(p)``);
-    ``create_graph``: keep the graph for a gradient of the result; ``generator``: for the projections.
+    ``create_graph``: keep the graph for a gradient of the result; ``generator``: for the projections;
+    ``return_logits``: return ``(norms, logits)``, the logits (B, C) of the same forward pass, which
+    then stands in for the model's own training forward (running statistics updated as usual) — a
+    loss CE(logits) + λ·norm needs no second forward.
     """
     mode = _check(n_proj, mode, q)
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
@@ -163,7 +183,7 @@ def jacobian_norm(model: nn.Module, x: torch.Tensor, n_proj=1, *, mode: str | No
     create_graph = create_graph and torch.is_grad_enabled()
     with torch.enable_grad():  # rows need a graph even under no_grad; the result keeps one only if asked
         x = x if x.requires_grad else x.detach().requires_grad_(True)
-        with frozen_batch_stats():
+        with frozen_batch_stats(update_running_stats=return_logits):
             out = model(x)
         if out.dim() != 2:
             raise ValueError(f"the model must return logits of shape (B, C), got {tuple(out.shape)}")
@@ -181,23 +201,34 @@ def jacobian_norm(model: nn.Module, x: torch.Tensor, n_proj=1, *, mode: str | No
             else:
                 rows = torch.autograd.grad(out, x, seeds, create_graph=create_graph, is_grads_batched=True)[0]
     norms = _row_norms(rows, q)
-    return norms * (C / n_proj) if mode == "projection" else norms
+    if mode == "projection":
+        norms = norms * (C / n_proj)
+    return (norms, out) if return_logits else norms
 
 
 def first_order_bound(model: nn.Module, x: torch.Tensor, eps, norm="inf", mode: str = "projection", n_proj: int = 1,
-                      *, create_graph: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+                      *, create_graph: bool = True, generator: torch.Generator | None = None,
+                      return_logits: bool = False):
     """Per-sample first-order bound (B,) on how far the output moves over ‖δ‖_p ≤ ε (p = ``norm``):
 
     mode "exact"       ε·Σ_k ‖J_k‖_q ≳ Σ_k |f_k(x+δ) − f_k(x)| = ‖Δf‖_1   (q the dual of p)
     mode "projection"  ε·κ_p·‖J‖_F ≳ ‖Δf‖_2, κ_2 = 1, κ_∞ = √n (n input pixels: ‖δ‖_2 ≤ √n‖δ‖_∞),
                        with ‖J‖_F the square root of the n_proj-projection estimate of ‖J‖_F²
     mode "top_logit"   ε·‖J_ŷ‖_q ≳ |f_ŷ(x+δ) − f_ŷ(x)|, ŷ the predicted class.
+    ``return_logits``: also return the logits, as in ``jacobian_norm``.
     """
     q = dual_norm(norm)
     if not eps > 0:
         raise ValueError(f"eps must be > 0 (the radius of the threat ball in pixel units), got {eps!r}")
+    kwargs = dict(create_graph=create_graph, generator=generator, return_logits=return_logits)
     if mode == "projection":
-        frob2 = jacobian_norm(model, x, n_proj, mode=mode, create_graph=create_graph, generator=generator)
+        result = jacobian_norm(model, x, n_proj, mode=mode, **kwargs)
+    else:
+        result = jacobian_norm(model, x, n_proj, mode=mode, q=q, **kwargs)
+    norms, logits = result if return_logits else (result, None)
+    if mode == "projection":  # norms = the estimate of ‖J‖_F²
         kappa = 1.0 if q == 2 else x[0].numel() ** 0.5
-        return eps * kappa * frob2.clamp_min(torch.finfo(frob2.dtype).tiny).sqrt()
-    return eps * jacobian_norm(model, x, n_proj, mode=mode, q=q, create_graph=create_graph, generator=generator)
+        bound = eps * kappa * norms.clamp_min(torch.finfo(norms.dtype).tiny).sqrt()
+    else:
+        bound = eps * norms
+    return (bound, logits) if return_logits else bound

@@ -24,14 +24,16 @@ def dsrna_jb(eps: float = 0.1, norm="inf", mode: str = "projection", n_proj: int
     ``rnas_lib.jacobian.first_order_bound`` over the ε-ball (ℓ``norm``, pixel units).
 
     Defaults (rnas's choices): ``mode="projection"`` with one projection, the unbiased Hoffman et al.
-    estimate of ‖J‖_F² at the price of one extra backward pass, so that a DSRNA-JB search step costs
-    about as much as CB's cheapest alternative and stays within 2× of a DARTS step
-    (benchmarks/bench_jacobian.py); ``"exact"`` (Σ_k ‖J_k‖_q, C backward passes) and ``"top_logit"``
-    (the public code's form, PAPER.md letter C) are the alternatives. ε = 0.1 in ℓ∞ is a digits/MNIST
-    scale; R_J is linear in ε, so ε only rescales γ. The square root of the projection estimate is a
-    slightly low (Jensen) but smooth estimate of ‖J‖_F.
+    estimate of ‖J‖_F² at the price of one extra (double-differentiated) backward pass; with
+    ``with_logits`` sharing the forward pass with the search's CE, a DSRNA-JB search step is timed
+    against a DARTS step by benchmarks/bench_jacobian.py (target ≤ 2×). ``"exact"`` (Σ_k ‖J_k‖_q,
+    C backward passes) and ``"top_logit"`` (the public code's form, PAPER.md letter C) are the
+    alternatives. ε = 0.1 in ℓ∞ is a digits/MNIST scale; R_J is linear in ε, so ε only rescales γ.
+    The square root of the projection estimate is a slightly low (Jensen) but smooth estimate of
+    ‖J‖_F. ``R.with_logits(model, x, y)`` returns the logits of R's forward pass with R, so that
+    the search's CE needs no forward of its own.
     """
-    from .jacobian import MODES, dual_norm
+    from .jacobian import MODES, dual_norm, first_order_bound
 
     dual_norm(norm)
     if mode not in MODES:
@@ -42,10 +44,14 @@ def dsrna_jb(eps: float = 0.1, norm="inf", mode: str = "projection", n_proj: int
         raise ValueError(f"n_proj must be a positive integer, got {n_proj!r}")
 
     def robustness(model, x, y):
-        from .jacobian import first_order_bound
-
         return -first_order_bound(model, x, eps, norm, mode, n_proj).mean()
 
+    def with_logits(model, x, y):
+        """(logits, R) from one forward pass, which stands in for the model's own forward."""
+        bound, logits = first_order_bound(model, x, eps, norm, mode, n_proj, return_logits=True)
+        return logits, -bound.mean()
+
+    robustness.with_logits = with_logits
     return robustness
 
 
@@ -60,15 +66,24 @@ def dsrna_combined(eps: float = 0.1, norm="inf", w_cb: float = 1.0, w_jb: float 
     r_jb = dsrna_jb(eps, norm, mode, n_proj)
     r_cb = None
 
-    def robustness(model, x, y):
+    def certified(model, x, y):
         nonlocal r_cb
         if r_cb is None:
             if "dsrna_cb" not in TERMS:
                 raise ValueError("dsrna_combined needs the certified-bound term TERMS['dsrna_cb'] (rnas_lib.robustness), "
                                  "which is not registered; use method 'dsrna_jb' or register 'dsrna_cb' first")
             r_cb = TERMS["dsrna_cb"](eps=eps, norm=norm, **(cb_options or {}))
-        return w_cb * r_cb(model, x, y) + w_jb * r_jb(model, x, y)
+        return r_cb(model, x, y)
 
+    def robustness(model, x, y):
+        return w_cb * certified(model, x, y) + w_jb * r_jb(model, x, y)
+
+    def with_logits(model, x, y):
+        """(logits, R), the logits from R_J's forward pass."""
+        logits, r_j = r_jb.with_logits(model, x, y)
+        return logits, w_cb * certified(model, x, y) + w_jb * r_j
+
+    robustness.with_logits = with_logits
     return robustness
 
 

@@ -129,7 +129,11 @@ class _Searcher:
         self.unrolled = copy.deepcopy(model) if config.order == 2 else None
 
     def loss(self, model, x, y, gamma, robust):
-        """CE(f(x), y) − γ·R(f, x, y); returns (loss, logits, R or None)."""
+        """CE(f(x), y) − γ·R(f, x, y); returns (loss, logits, R or None). A term with a
+        ``with_logits(model, x, y) -> (logits, R)`` gives the logits of its own forward pass."""
+        if robust and gamma > 0 and hasattr(self.term, "with_logits"):
+            logits, r = self.term.with_logits(model, x, y)
+            return F.cross_entropy(logits, y) - gamma * r, logits, r
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         if robust and gamma > 0:

@@ -279,3 +279,27 @@ def test_dsrna_combined_without_cb_says_so(monkeypatch):
     term = TERMS["dsrna_combined"]()
     with pytest.raises(ValueError, match="needs the certified-bound term"):
         term(_supernet(), _inputs(), torch.zeros(B, dtype=torch.long))
+
+
+def test_return_logits_stands_in_for_the_training_forward():
+    """The logits of jacobian_norm's forward equal a train-mode forward's, their CE has the same
+    gradient w.r.t. α and w, and running statistics move exactly as that forward moves them."""
+    model, twin = _supernet(), _supernet()
+    model.train(), twin.train()
+    x, y = _inputs(n=8), torch.arange(8) % 10
+    norms, logits = jacobian_norm(model, x, "exact", return_logits=True)
+    plain = twin(x)
+    assert norms.shape == (8,) and torch.allclose(logits, plain, atol=1e-12)
+    for p, q in zip(torch.autograd.grad(F.cross_entropy(logits, y), model.parameters()),
+                    torch.autograd.grad(F.cross_entropy(plain, y), twin.parameters())):
+        assert torch.allclose(p, q, rtol=1e-8, atol=1e-12)
+    state, twin_state = model.state_dict(), twin.state_dict()
+    assert all(torch.allclose(state[k], twin_state[k], rtol=1e-10) for k in state if "running" in k)
+
+
+def test_with_logits_gives_the_same_term():
+    model = _supernet().eval()
+    x, y = _inputs(), torch.tensor([1, 2, 3])
+    term = TERMS["dsrna_jb"](mode="exact")
+    logits, r = term.with_logits(model, x, y)
+    assert torch.allclose(logits, model(x)) and torch.allclose(r, term(model, x, y), rtol=1e-10)
