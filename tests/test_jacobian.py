@@ -303,3 +303,25 @@ def test_with_logits_gives_the_same_term():
     term = TERMS["dsrna_jb"](mode="exact")
     logits, r = term.with_logits(model, x, y)
     assert torch.allclose(logits, model(x)) and torch.allclose(r, term(model, x, y), rtol=1e-10)
+
+
+def test_dsrna_combined_weights_the_two_terms(monkeypatch):
+    """R = w_cb·R_CB + w_jb·R_J; R_CB is TERMS['dsrna_cb'] (an IBP margin term stands in until it is registered)."""
+    if "dsrna_cb" not in TERMS:
+        from rnas_lib.bounds import margin_lower_bound
+
+        def stand_in(eps=0.1, norm="inf"):
+            return lambda model, x, y: margin_lower_bound(model, x, y, eps, norm, "ibp").mean()
+
+        monkeypatch.setitem(TERMS, "dsrna_cb", stand_in)
+    model = _supernet().eval()
+    x, y = _inputs(), torch.tensor([1, 2, 3])
+    cb = TERMS["dsrna_cb"](eps=0.01, norm=2)(model, x, y)
+    jb = TERMS["dsrna_jb"](eps=0.01, norm=2, mode="exact")(model, x, y)
+    term = TERMS["dsrna_combined"](eps=0.01, norm=2, w_cb=0.3, w_jb=2.0, mode="exact")
+    want = 0.3 * cb + 2.0 * jb
+    assert torch.allclose(term(model, x, y), want, rtol=1e-10)
+    logits, r = term.with_logits(model, x, y)
+    assert torch.allclose(r, want, rtol=1e-10) and torch.allclose(logits, model(x))
+    with pytest.raises(ValueError, match="w_cb must be ≥ 0"):
+        TERMS["dsrna_combined"](w_cb=-1)
