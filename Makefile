@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 SHARED_DATA := $(abspath ../shared/data)
 export RNAS_DATA_ROOT ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(abspath data))
 TIER ?= smoke
+# one BLAS/OpenMP thread per process: pytest workers and notebook kernels share two cores
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup workbook test lab bench clean
 
