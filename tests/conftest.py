@@ -25,3 +25,14 @@ def data_root() -> Path:
     except FileNotFoundError as err:
         pytest.fail(f"these tests need real MNIST: {err}")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread_float64():
+    """float64 and one thread for a whole test module (exact-arithmetic checks); restored afterwards."""
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)

@@ -26,14 +26,7 @@ TOL = 1e-9  # float64 round-off allowance on a violation
 CHECKED = {"points": 0, "configs": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread_float64():
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)
+pytestmark = pytest.mark.usefixtures("one_thread_float64")
 
 
 # ----------------------------------------------------------------------------- random models

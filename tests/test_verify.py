@@ -16,14 +16,7 @@ TOL = 2e-4
 EPS_MAX = {"inf": 0.2, 2: 0.8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread_float64():
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)
+pytestmark = pytest.mark.usefixtures("one_thread_float64")
 
 
 @pytest.fixture(scope="module")
