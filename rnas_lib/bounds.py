@@ -401,6 +401,16 @@ class BoundGraph:
     def shape(self, i: int) -> tuple[int, ...]:
         return tuple(self.values[i].shape[1:])
 
+    def head(self, n: int) -> "BoundGraph":
+        """The same network restricted to the first n samples: its clean activations, and in train
+        mode still the BatchNorm statistics of the whole traced batch (held in the ops)."""
+        if not 1 <= n <= self.values[0].shape[0]:
+            raise ValueError(f"n must be in 1..{self.values[0].shape[0]} (the traced batch), got {n!r}")
+        g = BoundGraph.__new__(BoundGraph)
+        g.ops = [_Const(op.value[:n]) if isinstance(op, _Const) else op for op in self.ops]
+        g.inputs, g.values, g._shared = self.inputs, [v[:n] for v in self.values], self._shared
+        return g
+
     @property
     def output(self) -> int:
         return len(self.ops) - 1
@@ -632,17 +642,21 @@ def _trace_reference_cell(g: BoundGraph, cell: ReferenceCell, s0: int, s1: int, 
 
 
 # --------------------------------------------------------------------------- bound propagation
+def parse_norm(norm):
+    """'inf' or 2 from the accepted spellings of the ℓ∞ and ℓ2 balls."""
+    if norm in ("inf", "linf", math.inf):
+        return "inf"
+    if norm in (2, "2", "l2", 2.0):
+        return 2
+    raise ValueError(f"unknown norm {norm!r}; allowed: 'inf' (ℓ∞) or 2 (ℓ2)")
+
+
 def _check_args(x, eps, norm, method, clip, relu_slope):
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
     if relu_slope not in RELU_SLOPES:
         raise ValueError(f"unknown relu_slope {relu_slope!r}; allowed: {', '.join(RELU_SLOPES)}")
-    if norm in ("inf", "linf", math.inf):
-        norm = "inf"
-    elif norm in (2, "2", "l2", 2.0):
-        norm = 2
-    else:
-        raise ValueError(f"unknown norm {norm!r}; allowed: 'inf' (ℓ∞) or 2 (ℓ2)")
+    norm = parse_norm(norm)
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor of pixels, got {type(x).__name__} "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
@@ -813,9 +827,14 @@ def _maxpool_backward(A, relax):
     return A_in.view(B, S, C, H, W), (a.clamp(max=0) * c).flatten(2).sum(-1)
 
 
-def _bounder(model, x, eps, norm, method, clip, relu_slope) -> tuple[_Bounder, str]:
+def _bounder(model, x, eps, norm, method, clip, relu_slope, graph=None) -> tuple[_Bounder, str]:
     eps_t, norm = _check_args(x, eps, norm, method, clip, relu_slope)
-    bd = _Bounder(trace(model, x), eps_t, norm, clip, relu_slope)
+    if graph is None:
+        graph = trace(model, x)
+    elif graph.values[0].shape != x.shape or not torch.equal(graph.values[0], x):
+        raise ValueError("graph must be a trace of the model on x (use trace(model, x_batch).head(len(x)) "
+                         f"when x is the head of a larger batch); it holds inputs of shape {tuple(graph.values[0].shape)}")
+    bd = _Bounder(graph, eps_t, norm, clip, relu_slope)
     if method == "crown":
         bd.crown_intermediate()
     elif method == "crown-ibp":
@@ -824,9 +843,10 @@ def _bounder(model, x, eps, norm, method, clip, relu_slope) -> tuple[_Bounder, s
 
 
 def spec_bounds(model: nn.Module, x: torch.Tensor, spec: torch.Tensor, eps, norm="inf", method="crown-ibp",
-                clip=(0.0, 1.0), relu_slope="adaptive") -> torch.Tensor:
-    """Lower bounds (B, S) of spec[b, s]·f(x') over the ball, spec of shape (B, S, num_classes)."""
-    bd, _ = _bounder(model, x, eps, norm, method, clip, relu_slope)
+                clip=(0.0, 1.0), relu_slope="adaptive", graph: BoundGraph | None = None) -> torch.Tensor:
+    """Lower bounds (B, S) of spec[b, s]·f(x') over the ball, spec of shape (B, S, num_classes).
+    ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head)."""
+    bd, _ = _bounder(model, x, eps, norm, method, clip, relu_slope, graph)
     K = bd.g.shape(bd.g.output)
     if spec.dim() != 3 or spec.shape[0] != x.shape[0] or tuple(spec.shape[2:]) != K:
         raise ValueError(f"spec must have shape ({x.shape[0]}, S, {K[0]}), got {tuple(spec.shape)}")
@@ -860,9 +880,11 @@ def margin_spec(y: torch.Tensor, num_classes: int, targets: torch.Tensor | None 
 
 
 def margin_lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown-ibp",
-                       targets: torch.Tensor | None = None, clip=(0.0, 1.0), relu_slope="adaptive") -> torch.Tensor:
+                       targets: torch.Tensor | None = None, clip=(0.0, 1.0), relu_slope="adaptive",
+                       graph: BoundGraph | None = None) -> torch.Tensor:
     """(B,) lower bound of min_{t≠y} f_y(x') − f_t(x') over the ball (of f_y − f_{targets} if given),
-    computed on the margin itself (specification rows e_y − e_t propagated backward)."""
+    computed on the margin itself (specification rows e_y − e_t propagated backward).
+    ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head)."""
     K = _num_classes(model)
     y = torch.as_tensor(y, device=x.device)
     if y.shape != (x.shape[0],) or bool(((y < 0) | (y >= K)).any()):
@@ -872,7 +894,7 @@ def margin_lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, 
         if bool(((targets < 0) | (targets >= K)).any()):
             raise ValueError(f"targets must be labels in 0..{K - 1}, got {targets.tolist()}")
     spec = margin_spec(y, K, targets, x.dtype)
-    return spec_bounds(model, x, spec, eps, norm, method, clip, relu_slope).amin(1)
+    return spec_bounds(model, x, spec, eps, norm, method, clip, relu_slope, graph).amin(1)
 
 
 def _num_classes(model: nn.Module) -> int:

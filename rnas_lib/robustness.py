@@ -18,6 +18,67 @@ RobustnessTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 TERMS: dict[str, Callable[..., RobustnessTerm]] = {}
 
 
+# --------------------------------------------------------------------------- CB: certified lower bound
+SQUASHES = ("normalized", "tanh")
+
+
+def dsrna_cb(eps: float = 0.01, norm="inf", method: str = "crown-ibp", samples: int | None = 8,
+             squash: str = "normalized", scale: float = 1.0) -> RobustnessTerm:
+    """R_CB(f, x, y) = mean_b φ(m_b), m_b ≤ min_{t≠y_b} f_{y_b}(x') − f_t(x') the certified margin
+    lower bound of ``rnas_lib.bounds.margin_lower_bound`` over the ε-ball (ℓ``norm``, pixel units,
+    clipped to [0, 1]) for the first ``samples`` images of the batch (all if None), and φ bounded:
+
+    ``"normalized"`` (default)  φ(m) = m / (s + |m|),  s = τ + sg(mean_b |m_b|),  τ = ``scale``
+        (sg: no gradient through s). φ ∈ (−1, 1) and ∂R/∂m ≈ 1/(4s): on an untrained supernet
+        CROWN-IBP margins are around −1e10 (the IBP intermediate intervals grow several-fold per
+        layer), so a fixed squash would be flat there; this one follows the relative change of the
+        bound, like −¼·log|m|, and becomes the softsign m/(τ + |m|) once bounds are of order τ.
+    ``"tanh"``  φ(m) = tanh(m / τ): the textbook bounded choice, flat (zero gradient) whenever the
+        bounds are far below −τ, i.e. until the weights are trained for certification.
+
+    In train mode (the search) BatchNorm uses the statistics of the whole clean batch, as in the
+    forward pass that the CE sees; the bound is taken on ``samples`` of it because its cost grows
+    with the number of bounded samples (benchmarks/bench_bounds.py: about 2× a DARTS step with 8).
+    ``R.with_logits(model, x, y)`` returns the logits of the traced forward pass with R.
+    Defaults: ε = 0.01 ℓ∞, the scale at which standard-trained digits/MNIST networks are
+    certifiable at all (notebook 08); "crown-ibp", the certified-training choice (full CROWN costs a
+    backward pass per intermediate neuron).
+    """
+    from .bounds import METHODS, margin_lower_bound, parse_norm, trace
+
+    parse_norm(norm)
+    if method not in METHODS:
+        raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (the radius of the threat ball in pixel units), got {eps!r}")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        raise ValueError(f"samples must be a positive integer (how many images of the batch to bound) or None "
+                         f"(all), got {samples!r}")
+    if squash not in SQUASHES:
+        raise ValueError(f"unknown squash {squash!r}; allowed: {', '.join(SQUASHES)}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0 (τ, in logit units), got {scale!r}")
+
+    def phi(m):
+        if squash == "tanh":
+            return torch.tanh(m / scale)
+        s = scale + m.detach().abs().mean()
+        return m / (s + m.abs())
+
+    def with_logits(model, x, y):
+        """(logits, R) from one traced forward pass over the whole batch."""
+        g = trace(model, x)
+        n = len(x) if samples is None else min(samples, len(x))
+        m = margin_lower_bound(model, x[:n], y[:n], eps, norm, method, graph=g.head(n))
+        return g.values[g.output], phi(m).mean()
+
+    def robustness(model, x, y):
+        return with_logits(model, x, y)[1]
+
+    robustness.with_logits = with_logits
+    return robustness
+
+
 # --------------------------------------------------------------------------- JB: Jacobian norm bound
 def dsrna_jb(eps: float = 0.1, norm="inf", mode: str = "projection", n_proj: int = 1) -> RobustnessTerm:
     """R_J(f, x, y) = −mean_x b(x), b the first-order output-change bound of
@@ -87,5 +148,6 @@ def dsrna_combined(eps: float = 0.1, norm="inf", w_cb: float = 1.0, w_jb: float 
     return robustness
 
 
+TERMS["dsrna_cb"] = dsrna_cb
 TERMS["dsrna_jb"] = dsrna_jb
 TERMS["dsrna_combined"] = dsrna_combined

@@ -14,12 +14,15 @@ import pytest
 import torch
 from torch import nn
 
-from rnas_lib import bounds
+from rnas_lib import bounds, robustness
 from rnas_lib.bounds import margin_lower_bound, output_bounds, trace
+from rnas_lib.data import load_dataset, search_split
 from rnas_lib.genotypes import Genotype, random_genotype
 from rnas_lib.network import Network
 from rnas_lib.ops import Normalize, Zero
 from rnas_lib.reference import ReferenceSearchNetwork
+from rnas_lib.robustness import TERMS
+from rnas_lib.search import SearchConfig, search
 from rnas_lib.supernet import SearchNetwork
 
 TOL = 1e-9  # float64 round-off allowance on a violation
@@ -400,6 +403,97 @@ def test_gradients_match_finite_differences(method, train):
                 p.sub_(sgn * h * d)
     fd = (vals[0] - vals[1]) / (2 * h)
     assert abs(fd - analytic) <= 1e-4 * max(1.0, abs(fd)), (fd, analytic)
+
+
+# ----------------------------------------------------------------------------- the dsrna_cb term
+def test_head_of_a_trace_bounds_the_network_with_the_whole_batch_statistics():
+    """Bounding the first n samples of a traced batch = bounding the network whose BatchNorms hold
+    the whole batch's statistics (not the n samples' own)."""
+    net = supernet(3, C=2, steps=2, train=True)
+    x, y = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 1, 2, 3, 4, 0])
+    head = trace(net, x).head(2)
+    got = margin_lower_bound(net, x[:2], y[:2], 0.01, 2, "crown-ibp", graph=head)
+    want = margin_lower_bound(frozen(net, x), x[:2], y[:2], 0.01, 2, "crown-ibp")
+    # rtol: the per-op copy rounds differently, which can flip an adaptive ReLU slope where u = −l
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-9)
+    own = margin_lower_bound(net, x[:2], y[:2], 0.01, 2, "crown-ibp")
+    assert not torch.allclose(own, got)
+    with pytest.raises(ValueError, match="graph must be a trace of the model on x"):
+        margin_lower_bound(net, x[:3], y[:3], 0.01, graph=head)
+    with pytest.raises(ValueError, match="n must be in 1..6"):
+        trace(net, x).head(7)
+
+
+@pytest.mark.parametrize("squash", robustness.SQUASHES)
+def test_cb_term_is_the_squashed_mean_margin_bound(squash):
+    """R_CB = mean φ(m) over the first ``samples`` images, m from an independent eval-mode copy
+    with the batch's statistics; the logits are the train-mode forward's."""
+    net = supernet(4, C=2, steps=2, train=True)
+    x, y = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(4)), torch.tensor([4, 3, 2, 1, 0, 1])
+    tau = 1e5 if squash == "tanh" else 0.5  # these random nets' margin bounds are around −1e4
+    term = TERMS["dsrna_cb"](eps=0.003, norm=2, samples=4, squash=squash, scale=tau)
+    logits, r = term.with_logits(net, x, y)
+    m = margin_lower_bound(frozen(net, x), x[:4], y[:4], 0.003, 2, "crown-ibp")
+    want = torch.tanh(m / tau).mean() if squash == "tanh" else (m / (tau + m.abs().mean() + m.abs())).mean()
+    torch.testing.assert_close(r, want, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(term(net, x, y), r)
+    torch.testing.assert_close(logits, net(x), rtol=1e-9, atol=1e-12)
+    assert -1 < float(r.detach()) < 1
+    everything = TERMS["dsrna_cb"](eps=0.003, norm=2, samples=None, squash=squash, scale=tau)(net, x, y)
+    assert everything.shape == () and float(everything.detach()) != float(r.detach())
+
+
+def test_cb_term_gradient_matches_finite_differences():
+    """∂R_CB along a random direction in (w, α) vs central differences, with the normalising scale
+    s held at its value at the base point (R stops the gradient through s)."""
+    net = supernet(7, C=2, steps=2, train=True)
+    x, y = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 4, 0, 2])
+    term = TERMS["dsrna_cb"](eps=0.01, samples=2)
+    params = list(net.parameters())
+    grads = torch.autograd.grad(term(net, x, y), params, allow_unused=True)
+    assert grads[[n for n, _ in net.named_parameters()].index("alphas_normal")] is not None
+
+    def margins():
+        return margin_lower_bound(net, x[:2], y[:2], 0.01, "inf", "crown-ibp", graph=trace(net, x).head(2))
+
+    s0 = 1.0 + margins().detach().abs().mean()
+    v = [torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) for p in params]
+    analytic = sum(float((g * d).sum()) for g, d in zip(grads, v) if g is not None)
+    h, vals = 1e-7, []
+    with torch.no_grad():
+        for sgn in (1, -1):
+            for p, d in zip(params, v):
+                p.add_(sgn * h * d)
+            m = margins()
+            vals.append(float((m / (s0 + m.abs())).mean()))
+            for p, d in zip(params, v):
+                p.sub_(sgn * h * d)
+    fd = (vals[0] - vals[1]) / (2 * h)
+    assert abs(fd - analytic) <= 1e-4 * max(1e-3, abs(fd)), (fd, analytic)
+
+
+def test_cb_search_step_moves_alpha_and_records_robustness():
+    data = load_dataset("digits", True, limit=96)
+    train_half, val_half = search_split(data, 0)
+    torch.manual_seed(0)
+    model = SearchNetwork(4, 10, 3, in_channels=1).float()
+    alpha0 = model.alphas_reduce.detach().clone()
+    config = SearchConfig(method="dsrna_cb", epochs=1, batch_size=24, gamma=1.0, gamma_w=0.1,
+                          method_options={"eps": 0.01, "samples": 4})
+    result = search(model, train_half, val_half, config, progress=False)
+    r = result.history[0]["robustness"]
+    assert isinstance(r, float) and -1 < r < 1
+    assert not torch.equal(model.alphas_reduce.detach(), alpha0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"eps": 0}, "eps must be > 0"), ({"norm": 1}, "unknown norm 1"), ({"method": "deeppoly"}, "unknown bound method"),
+    ({"samples": 0}, "samples must be a positive integer"), ({"squash": "relu"}, "unknown squash 'relu'"),
+    ({"scale": 0}, "scale must be > 0"),
+])
+def test_cb_term_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TERMS["dsrna_cb"](**kwargs)
 
 
 # ----------------------------------------------------------------------------- bad input
