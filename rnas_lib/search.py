@@ -56,7 +56,7 @@ class SearchConfig:
     grad_clip: float = 5.0
     order: int = 1
     hvp_radius: float = 0.01  # r·‖v‖ of the finite-difference Hessian-vector product (DARTS: 0.01)
-    gamma: float = 0.01  # weight of R in the α loss
+    gamma: float | None = None  # weight of R in the α loss; None: the term's ``default_gamma`` (else 0.01)
     gamma_w: float = 0.0  # weight of R in the w loss (0: R at the architecture level only)
     warmup_epochs: int = 0
     method_options: dict = field(default_factory=dict)
@@ -65,6 +65,8 @@ class SearchConfig:
     def __post_init__(self):
         if self.method not in methods():
             raise ValueError(f"unknown search method {self.method!r}; allowed: {', '.join(methods())}")
+        if self.gamma is None:
+            self.gamma = getattr(robustness.TERMS.get(self.method), "default_gamma", 0.01)
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 (first-order DARTS) or 2 (unrolled), got {self.order!r}")
         for name in ("epochs", "batch_size"):

@@ -103,6 +103,14 @@ def test_second_order_search_runs(tmp_path):
     assert r.history[0]["epoch"] == 1
 
 
+def test_gamma_defaults_to_the_terms_choice():
+    from rnas_lib.robustness import TERMS
+
+    assert SearchConfig(method="dsrna_cb").gamma == TERMS["dsrna_cb"].default_gamma == 0.1
+    assert SearchConfig(method="dsrna_jb").gamma == 0.01 and SearchConfig().gamma == 0.01
+    assert SearchConfig(method="dsrna_cb", gamma=0.5).gamma == 0.5
+
+
 def test_bad_search_configuration():
     with pytest.raises(ValueError, match="unknown search method 'foo'.*darts"):
         SearchConfig(method="foo")
