@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attacks import check_norm
 from .network import Cell, Network
 from .ops import PRIMITIVES, DilConv, FactorizedReduce, Identity, Normalize, ReLUConvBN, SepConv, Zero
 from .reference import ReferenceCell
@@ -642,21 +643,12 @@ def _trace_reference_cell(g: BoundGraph, cell: ReferenceCell, s0: int, s1: int, 
 
 
 # --------------------------------------------------------------------------- bound propagation
-def parse_norm(norm):
-    """'inf' or 2 from the accepted spellings of the ℓ∞ and ℓ2 balls."""
-    if norm in ("inf", "linf", math.inf):
-        return "inf"
-    if norm in (2, "2", "l2", 2.0):
-        return 2
-    raise ValueError(f"unknown norm {norm!r}; allowed: 'inf' (ℓ∞) or 2 (ℓ2)")
-
-
 def _check_args(x, eps, norm, method, clip, relu_slope):
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
     if relu_slope not in RELU_SLOPES:
         raise ValueError(f"unknown relu_slope {relu_slope!r}; allowed: {', '.join(RELU_SLOPES)}")
-    norm = parse_norm(norm)
+    norm = check_norm(norm)
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor of pixels, got {type(x).__name__} "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")

@@ -45,9 +45,10 @@ def dsrna_cb(eps: float = 0.01, norm="inf", method: str = "crown-ibp", samples: 
     certifiable at all (notebook 08); "crown-ibp", the certified-training choice (full CROWN costs a
     backward pass per intermediate neuron).
     """
-    from .bounds import METHODS, margin_lower_bound, parse_norm, trace
+    from .attacks import check_norm
+    from .bounds import METHODS, margin_lower_bound, trace
 
-    parse_norm(norm)
+    check_norm(norm)
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
     if not eps > 0:

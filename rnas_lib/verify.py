@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm
 from .bounds import margin_lower_bound, trace
 from .data import TensorData, batches
 
@@ -79,6 +80,57 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
             ok = certified(mid)
             lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
         return torch.where(correct, lo, torch.zeros_like(lo))
+
+
+# --------------------------------------------------------------------------- the empirical side
+def margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(…,) f_y − max_{t≠y} f_t of logits (…, K)."""
+    true = logits.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, y.expand(logits.shape[:-1]).unsqueeze(-1), -math.inf)
+    return true - others.amax(-1)
+
+
+def ball_outputs(model: nn.Module, x: torch.Tensor, eps, norm="inf", n: int = 64,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, B, K) outputs of ``model`` at n uniform random points of each sample's ε-ball ∩ [0, 1]ⁿ:
+    what every output bound must contain."""
+    norm = check_norm(norm)
+    eps_t = _check_eps(eps, x.shape[0], x)
+    n = _check_count("n", n)
+    with torch.no_grad():
+        return torch.stack([model(_random_start(x, eps_t, norm, generator)) for _ in range(n)])
+
+
+def falsify_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", n_random: int = 32,
+                   steps: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B,) the smallest margin f_y(x') − max_{t≠y} f_t(x') found in the ε-ball ∩ [0, 1]ⁿ: over
+    ``n_random`` random points, then ``steps`` steps of projected descent on the margin (step
+    2.5·ε/steps, sign steps for ℓ∞, normalised ones for ℓ2) from the best of them. An upper estimate
+    of the true minimum, so a sound ``margin_lower_bound`` never exceeds it (and a negative value is a
+    real counterexample)."""
+    norm = check_norm(norm)
+    y = torch.as_tensor(y, device=x.device)
+    eps_t = _check_eps(eps, x.shape[0], x)
+    steps = _check_count("steps", steps)
+    n_random = _check_count("n_random", n_random)
+    with torch.no_grad():
+        best_m = margins(model(x), y)
+        best_x = x.clone()
+        for _ in range(n_random):
+            xr = _random_start(x, eps_t, norm, generator)
+            m = margins(model(xr), y)
+            better = m < best_m
+            best_m, best_x = torch.where(better, m, best_m), torch.where(better.view(-1, 1, 1, 1), xr, best_x)
+    xa, step = best_x, 2.5 * eps_t / steps
+    for _ in range(steps):
+        xa = xa.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(margins(model(xa), y).sum(), xa)
+        with torch.no_grad():
+            xa = _project(xa - step * _direction(grad, norm), x, eps_t, norm)
+            m = margins(model(xa), y)
+            best_m = torch.minimum(best_m, m)
+    return best_m
 
 
 # --------------------------------------------------------------------------- over a dataset

@@ -4,14 +4,14 @@ import json
 import nbformat
 import pytest
 
-from rnas_lib.runs import notebooks, run_notebook
+from rnas_lib.runs import notebooks, run_notebook, runs_root
 
 NOTEBOOKS = notebooks()
 
 
 def test_the_workbook_has_its_notebooks():
     names = {p.stem[:2] for p in NOTEBOOKS}
-    assert {"00", "01", "02", "05", "06"} <= names, names
+    assert {"00", "01", "02", "03", "04", "05", "06", "07", "08"} <= names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -30,9 +30,30 @@ def test_committed_clean(path):
 @pytest.mark.xdist_group("notebooks")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_under_papermill(path, tmp_path):
-    out = run_notebook(path, "smoke", output=tmp_path / path.name)
+    run_and_check(path, {}, tmp_path / path.name)
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("robust_search")
+@pytest.mark.parametrize("method", ["dsrna_cb", "dsrna_jb", "dsrna_combined"])
+def test_robust_search_notebook(method, tmp_path):
+    """Notebook 05 searches with each robust method at the smoke tier and reports its cell's clean
+    accuracy and average certified radii (ℓ∞, ℓ2) next to the darts cell's."""
+    run_and_check("05", {"method": method}, tmp_path / f"05_{method}.ipynb")
+    table = json.loads((runs_root() / "smoke" / "search" / f"{method}_seed0" / "comparison.json").read_text())["table"]
+    for label in (method, "darts"):
+        row = table[label]
+        assert row["clean accuracy"] > 0.5, (label, row)
+        assert row["avg certified radius ℓ∞"] >= 0 and row["avg certified radius ℓ2"] >= 0, (label, row)
+
+
+def run_and_check(notebook, parameters, output):
+    """Execute at the smoke tier; the parameters must have been injected and no cell may fail."""
+    out = run_notebook(notebook, "smoke", parameters, output=output)
     executed = nbformat.read(out, as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "tier = \"smoke\"" in injected[0].source
+    for name, value in parameters.items():
+        assert f"{name} = {value!r}".replace("'", '"') in injected[0].source
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from rnas_lib.bounds import margin_lower_bound
+from rnas_lib.bounds import margin_lower_bound, output_bounds
 from rnas_lib.genotypes import PUBLISHED
 from rnas_lib.network import Network
-from rnas_lib.verify import TARGETS, certified_radius, target_classes
+from rnas_lib.verify import TARGETS, ball_outputs, certified_radius, falsify_margin, margins, target_classes
 
 TOL = 2e-4
 EPS_MAX = {"inf": 0.2, 2: 0.8}
@@ -37,41 +36,9 @@ def model_and_data(one_thread_float64):
     return net, x, y
 
 
-def pgd(model, x, y, eps, norm, steps=30, restarts=4, seed=0):
-    """Untargeted PGD on the margin loss, projected onto the ball ∩ [0, 1]; the best of the restarts
-    (smallest margin) per sample."""
-    gen = torch.Generator().manual_seed(seed)
-    e = eps.view(-1, 1, 1, 1)
-    best_x, best_m = x.clone(), torch.full((len(x),), float("inf"))
-
-    def margin(z):
-        logits = model(z)
-        other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), -float("inf")).amax(1)
-        return logits.gather(1, y[:, None])[:, 0] - other
-
-    def project(z):
-        d = z - x
-        if norm == "inf":
-            d = torch.maximum(torch.minimum(d, e), -e)
-        else:
-            d = d * torch.clamp(e / d.flatten(1).norm(dim=1).clamp(min=1e-30).view(-1, 1, 1, 1), max=1.0)
-        return (x + d).clamp(0, 1)
-
-    for _ in range(restarts):
-        z = project(x + e * (2 * torch.rand(x.shape, generator=gen) - 1))
-        for _ in range(steps):
-            z.requires_grad_(True)
-            (g,) = torch.autograd.grad(margin(z).sum(), z)
-            with torch.no_grad():
-                if norm == "inf":
-                    z = project(z - 2.5 * e / steps * g.sign())
-                else:
-                    z = project(z - 2.5 * e / steps * g / g.flatten(1).norm(dim=1).clamp(min=1e-30).view(-1, 1, 1, 1))
-        with torch.no_grad():
-            m = margin(z)
-            better = m < best_m
-            best_x[better], best_m[better] = z[better], m[better]
-    return best_x, best_m
+def attack(model, x, y, eps, norm):
+    """The smallest margin that random points and PGD on the margin find in the ball ∩ [0, 1]."""
+    return falsify_margin(model, x, y, eps, norm, n_random=64, steps=40, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("norm", ["inf", 2])
@@ -87,9 +54,8 @@ def test_certificates_hold_and_bisection_is_tight(model_and_data, norm, method):
         assert (margin_lower_bound(net, x, y, (r - TOL).clamp(min=0), norm, method)[ok] > 0).all()
         if method == "ibp":  # IBP's margin bound decreases with ε, so one step up must fail
             assert (margin_lower_bound(net, x, y, r + TOL, norm, method)[ok] <= 0).all()
-    # PGD with restarts at the certified radius never changes a certified prediction
-    _, m = pgd(net, x[ok], y[ok], r[ok], norm)
-    assert (m > 0).all()
+    # the attack at the certified radius never changes a certified prediction
+    assert (attack(net, x[ok], y[ok], r[ok], norm) > 0).all()
 
 
 @pytest.mark.parametrize("norm", ["inf", 2])
@@ -98,8 +64,7 @@ def test_pgd_has_teeth(model_and_data, norm):
     net, x, y = model_and_data
     r = certified_radius(net, x, y, norm, "crown", eps_max=EPS_MAX[norm], tol=TOL)
     ok = r > 0
-    _, m = pgd(net, x[ok], y[ok], 20 * r[ok], norm)
-    assert (m <= 0).any()
+    assert (attack(net, x[ok], y[ok], 20 * r[ok], norm) <= 0).any()
 
 
 def test_targeted_radii_dominate_the_untargeted_one(model_and_data):
@@ -125,6 +90,33 @@ def test_radius_caps_at_eps_max(model_and_data):
     assert torch.equal(r[correct], torch.full_like(r[correct], 1e-4))
 
 
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_falsify_margin_reaches_the_exact_minimum_of_a_linear_margin(norm):
+    """Two classes, no ReLU: the margin is affine in x', its minimum over the ball is the exact
+    (backward) bound, and descent on the margin must reach it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Flatten(), nn.Linear(48, 2))
+    x = 0.4 + 0.2 * torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(2))  # the box stays inactive
+    y = torch.tensor([0, 1, 0])
+    eps = 0.01 if norm == "inf" else 0.05
+    exact = margin_lower_bound(net, x, y, eps, norm, "crown").detach()
+    found = falsify_margin(net, x, y, eps, norm, n_random=4, steps=50)
+    assert (found >= exact - 1e-9).all()
+    # ℓ∞: sign steps reach the optimal corner; ℓ2: the projected steps turn towards −∇ only geometrically
+    rtol = 1e-6 if norm == "inf" else 0.02
+    torch.testing.assert_close(found, exact, rtol=rtol, atol=0)
+
+
+def test_ball_outputs_lie_within_the_output_bounds(model_and_data):
+    net, x, y = model_and_data
+    outs = ball_outputs(net, x, 0.05, 2, n=32, generator=torch.Generator().manual_seed(0))
+    lb, ub = output_bounds(net, x, 0.05, 2, "crown")
+    assert outs.shape == (32, *lb.shape)
+    assert (outs >= lb.detach() - 1e-9).all() and (outs <= ub.detach() + 1e-9).all()
+    torch.testing.assert_close(margins(outs, y)[0], margins(outs[0], y))
+    assert (margins(net(x).detach(), y)[:-1] > 0).all() and margins(net(x).detach(), y)[-1] < 0
+
+
 def test_bad_inputs_give_clear_errors(model_and_data):
     net, x, y = model_and_data
     with pytest.raises(ValueError, match="target"):
@@ -133,6 +125,10 @@ def test_bad_inputs_give_clear_errors(model_and_data):
         certified_radius(net, x, y, tol=0)
     with pytest.raises(ValueError, match="eps_max"):
         certified_radius(net, x, y, eps_max=-1.0)
+    with pytest.raises(ValueError, match="n_random must be an integer ≥ 1"):
+        falsify_margin(net, x, y, 0.1, n_random=0)
+    with pytest.raises(ValueError, match="unknown norm 1"):
+        ball_outputs(net, x, 0.1, norm=1)
     with pytest.raises(ValueError, match="norm"):
         certified_radius(net, x, y, norm="l1")
     with pytest.raises(ValueError, match="method"):
