@@ -699,7 +699,7 @@ class _Bounder:
             op, z = self.g.ops[i], self.g.inputs[i][0]
             l, u = self.pre[z]
             if isinstance(op, _ReLU):
-                self._relax[i] = _relu_relaxation(l, u, self.relu_slope)
+                self._relax[i] = tuple(t.unsqueeze(1) for t in relu_relaxation(l, u, self.relu_slope))
             else:
                 self._relax[i] = _maxpool_relaxation(op, l, u)
         return self._relax[i]
@@ -776,8 +776,12 @@ def _box_lower(A, l, u):
     return (A.clamp(min=0) * l.unsqueeze(1) + A.clamp(max=0) * u.unsqueeze(1)).flatten(2).sum(-1)
 
 
-def _relu_relaxation(l, u, slope):
-    """Per-neuron (lower slope, upper slope, upper intercept) of the triangle relaxation."""
+def relu_relaxation(l: torch.Tensor, u: torch.Tensor, slope: str = "adaptive"):
+    """Per neuron with input in [l, u]: (a_l, a_u, b_u) such that  a_l·z ≤ relu(z) ≤ a_u·z + b_u  on
+    [l, u] (the triangle relaxation): (1, 1, 0) if l ≥ 0, (0, 0, 0) if u ≤ 0, else
+    a_u = u/(u − l), b_u = −a_u·l and a_l = 1[u > −l] (``"adaptive"``, CROWN) or a_u (``"fast-lin"``)."""
+    if slope not in RELU_SLOPES:
+        raise ValueError(f"unknown relu_slope {slope!r}; allowed: {', '.join(RELU_SLOPES)}")
     active, unstable = l >= 0, (l < 0) & (u > 0)
     width = torch.where(unstable, u - l, torch.ones_like(u))
     su = torch.where(unstable, u / width, active.to(u.dtype))
@@ -786,7 +790,7 @@ def _relu_relaxation(l, u, slope):
         sl = torch.where(unstable, (u > -l).to(u.dtype), active.to(u.dtype))
     else:
         sl = su
-    return sl.unsqueeze(1), su.unsqueeze(1), bu.unsqueeze(1)
+    return sl, su, bu
 
 
 def _relu_backward(A, relax):
