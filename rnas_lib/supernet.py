@@ -148,9 +148,10 @@ class SourceEdges(nn.Module):
     def pools(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(BN(maxpool x), BN(avgpool x)), each (B, C, H', W'); 3×3 windows, padding 1."""
         s = self.stride
+        xc = x.contiguous(memory_format=torch.channels_last)  # CPU pooling kernels are ~5× faster on it
         return (
-            self.bn_max(F.max_pool2d(x, 3, s, 1)),
-            self.bn_avg(F.avg_pool2d(x, 3, s, 1, count_include_pad=False)),
+            self.bn_max(F.max_pool2d(xc, 3, s, 1).contiguous()),
+            self.bn_avg(F.avg_pool2d(xc, 3, s, 1, count_include_pad=False).contiguous()),
         )
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
