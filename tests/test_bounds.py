@@ -424,37 +424,46 @@ def test_head_of_a_trace_bounds_the_network_with_the_whole_batch_statistics():
         trace(net, x).head(7)
 
 
+@pytest.mark.parametrize("statistics", robustness.STATISTICS)
 @pytest.mark.parametrize("squash", robustness.SQUASHES)
-def test_cb_term_is_the_squashed_mean_margin_bound(squash):
+def test_cb_term_is_the_squashed_mean_margin_bound(squash, statistics):
     """R_CB = mean φ(m) over the first ``samples`` images, m from an independent eval-mode copy
-    with the batch's statistics; the logits are the train-mode forward's."""
+    holding the statistics of the bounded images or of the whole batch; with the whole batch's,
+    the term also gives the train-mode forward's logits."""
     net = supernet(4, C=2, steps=2, train=True)
     x, y = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(4)), torch.tensor([4, 3, 2, 1, 0, 1])
     tau = 1e5 if squash == "tanh" else 0.5  # these random nets' margin bounds are around −1e4
-    term = TERMS["dsrna_cb"](eps=0.003, norm=2, samples=4, squash=squash, scale=tau)
-    logits, r = term.with_logits(net, x, y)
-    m = margin_lower_bound(frozen(net, x), x[:4], y[:4], 0.003, 2, "crown-ibp")
+    term = TERMS["dsrna_cb"](eps=0.003, norm=2, samples=4, squash=squash, scale=tau, statistics=statistics)
+    r = term(net, x, y)
+    m = margin_lower_bound(frozen(net, x if statistics == "batch" else x[:4]), x[:4], y[:4], 0.003, 2, "crown-ibp")
     want = torch.tanh(m / tau).mean() if squash == "tanh" else (m / (tau + m.abs().mean() + m.abs())).mean()
     torch.testing.assert_close(r, want, rtol=1e-5, atol=1e-9)
-    torch.testing.assert_close(term(net, x, y), r)
-    torch.testing.assert_close(logits, net(x), rtol=1e-9, atol=1e-12)
     assert -1 < float(r.detach()) < 1
-    everything = TERMS["dsrna_cb"](eps=0.003, norm=2, samples=None, squash=squash, scale=tau)(net, x, y)
+    if statistics == "batch":
+        logits, r2 = term.with_logits(net, x, y)
+        torch.testing.assert_close(r2, r)
+        torch.testing.assert_close(logits, net(x), rtol=1e-9, atol=1e-12)
+    else:
+        assert not hasattr(term, "with_logits")
+    everything = TERMS["dsrna_cb"](eps=0.003, norm=2, samples=None, squash=squash, scale=tau,
+                                   statistics=statistics)(net, x, y)
     assert everything.shape == () and float(everything.detach()) != float(r.detach())
 
 
-def test_cb_term_gradient_matches_finite_differences():
+@pytest.mark.parametrize("statistics", robustness.STATISTICS)
+def test_cb_term_gradient_matches_finite_differences(statistics):
     """∂R_CB along a random direction in (w, α) vs central differences, with the normalising scale
     s held at its value at the base point (R stops the gradient through s)."""
     net = supernet(7, C=2, steps=2, train=True)
     x, y = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 4, 0, 2])
-    term = TERMS["dsrna_cb"](eps=0.01, samples=2)
+    term = TERMS["dsrna_cb"](eps=0.01, samples=2, statistics=statistics)
     params = list(net.parameters())
     grads = torch.autograd.grad(term(net, x, y), params, allow_unused=True)
     assert grads[[n for n, _ in net.named_parameters()].index("alphas_normal")] is not None
 
     def margins():
-        return margin_lower_bound(net, x[:2], y[:2], 0.01, "inf", "crown-ibp", graph=trace(net, x).head(2))
+        graph = trace(net, x).head(2) if statistics == "batch" else None
+        return margin_lower_bound(net, x[:2], y[:2], 0.01, "inf", "crown-ibp", graph=graph)
 
     s0 = 1.0 + margins().detach().abs().mean()
     v = [torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) for p in params]
@@ -489,7 +498,7 @@ def test_cb_search_step_moves_alpha_and_records_robustness():
 @pytest.mark.parametrize("kwargs,match", [
     ({"eps": 0}, "eps must be > 0"), ({"norm": 1}, "unknown norm 1"), ({"method": "deeppoly"}, "unknown bound method"),
     ({"samples": 0}, "samples must be a positive integer"), ({"squash": "relu"}, "unknown squash 'relu'"),
-    ({"scale": 0}, "scale must be > 0"),
+    ({"scale": 0}, "scale must be > 0"), ({"statistics": "running"}, "unknown statistics 'running'"),
 ])
 def test_cb_term_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
