@@ -2,8 +2,9 @@
 SearchNetwork against the per-op reference supernet (ReferenceSearchNetwork, as in the DARTS code),
 with identical weights, and check that both compute the same outputs.
 
-Default setting: C=8, 5 cells, 4 nodes, 28×28×1 inputs, batch 64, 10 classes. The two step
-functions alternate (interleaved repeats) after warm-up; the median time per step is reported.
+Default setting: C=8, 5 cells, 4 nodes, 28×28×1 inputs, batch 64, 10 classes, on the CPU
+(``--device cuda`` for a GPU: each step is then synchronised before the clock is read). The two
+step functions alternate (interleaved repeats) after warm-up; the median time per step is reported.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from rnas_lib.devices import resolve_device
 from rnas_lib.reference import ReferenceSearchNetwork
 from rnas_lib.supernet import SearchNetwork
 
@@ -25,6 +27,8 @@ def make_step(model, x, y):
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
 
     return step
 
@@ -38,21 +42,27 @@ def main():
     parser.add_argument("--in-channels", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<index>")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     fused = SearchNetwork(args.C, 10, args.layers, in_channels=args.in_channels)
     with torch.no_grad():
         fused.alphas_normal.normal_()
         fused.alphas_reduce.normal_()
     reference = ReferenceSearchNetwork(args.C, 10, args.layers, in_channels=args.in_channels).load_from(fused)
-    x = torch.rand(args.batch, args.in_channels, args.size, args.size)
-    y = torch.randint(0, 10, (args.batch,))
+    fused, reference = fused.to(device), reference.to(device)
+    x = torch.rand(args.batch, args.in_channels, args.size, args.size).to(device)
+    y = torch.randint(0, 10, (args.batch,)).to(device)
 
     diffs = {}
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # compare in full float32; time with the defaults
     for mode in ("train", "eval"):
         fused.train(mode == "train"), reference.train(mode == "train")
         with torch.no_grad():
             diffs[mode] = (fused(x) - reference(x)).abs().max().item()
+    torch.backends.cudnn.allow_tf32 = tf32
     fused.train(), reference.train()
 
     steps = {"rnas fused": make_step(fused, x, y), "reference": make_step(reference, x, y)}
@@ -67,7 +77,8 @@ def main():
             times[name].append(time.perf_counter() - start)
 
     print(f"supernet training step: C={args.C}, {args.layers} cells, batch {args.batch}, "
-          f"{args.in_channels}x{args.size}x{args.size} inputs, {torch.get_num_threads()} threads, "
+          f"{args.in_channels}x{args.size}x{args.size} inputs, "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'}, "
           f"median of {args.repeats} interleaved repeats after {args.warmup} warm-up steps")
     median = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():

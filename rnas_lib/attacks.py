@@ -42,6 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import TensorData
+from .devices import model_device
 
 NORMS = ("inf", 2)
 ATTACKS = ("fgsm", "pgd", "cw", "autoattack")
@@ -206,7 +207,7 @@ def art_classifier(model: nn.Module, x: torch.Tensor, num_classes: int | None = 
 
     if num_classes is None:
         num_classes = _num_classes(model)
-    device = next(model.parameters()).device
+    device = model_device(model)
     return PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
                              nb_classes=num_classes, clip_values=(0.0, 1.0),
                              device_type="gpu" if device.type == "cuda" else "cpu")
@@ -357,7 +358,7 @@ def evaluate(model: nn.Module, data: TensorData, attacks=("fgsm", "pgd"), eps_gr
         raise ValueError(f"eps_grid must be a non-empty list of finite radii ≥ 0, got {bad or eps_grid}")
     if limit is not None:
         data = data.subset(slice(0, _check_count("limit", limit)))
-    device = next(model.parameters()).device
+    device = model_device(model)
     n = len(data)
     generator = torch.Generator().manual_seed(seed)
     jobs = [(s, e) for s in specs for e in (eps_grid if s["name"] != "cw" else [None])]

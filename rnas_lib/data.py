@@ -181,13 +181,15 @@ def search_split(data: TensorData, seed: int = 0) -> tuple[TensorData, TensorDat
     return data.subset(order[:half]), data.subset(order[half:])
 
 
-def batches(data: TensorData, batch_size: int, shuffle: bool = False,
-            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches (x, y); shuffled with ``generator`` if asked (the last batch may be smaller)."""
+def batches(data: TensorData, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+            device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches (x, y), moved to ``device`` if given; shuffled with ``generator`` (a CPU
+    generator: the order does not depend on the device) if asked; the last batch may be smaller."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
-        yield data.x[index], data.y[index]
+        x, y = data.x[index], data.y[index]
+        yield (x, y) if device is None else (x.to(device), y.to(device))

@@ -193,7 +193,8 @@ def jacobian_norm(model: nn.Module, x: torch.Tensor, n_proj=1, *, mode: str | No
         elif mode == "exact":
             seeds = torch.eye(C, dtype=out.dtype, device=out.device).unsqueeze(1).expand(C, B, C)
         else:
-            v = torch.randn(n_proj, B, C, dtype=out.dtype, device=out.device, generator=generator)
+            v = torch.randn(n_proj, B, C, dtype=out.dtype, generator=generator,
+                            device=generator.device if generator is not None else out.device).to(out.device)
             seeds = v / torch.linalg.vector_norm(v, dim=2, keepdim=True)
         with _stats_cut():
             if len(seeds) == 1:

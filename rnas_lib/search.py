@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import robustness
 from .data import TensorData, batches, dataset_info, load_dataset, search_split
+from .devices import model_device, resolve_device
 from .genotypes import Genotype, random_genotype, save_genotype, to_dict
 from .runs import load_checkpoint, run_dir, save_checkpoint, save_json
 from .supernet import SearchNetwork
@@ -111,9 +112,9 @@ def cosine_lr(epoch: int, epochs: int, lr_max: float, lr_min: float) -> float:
 
 @torch.no_grad()
 def evaluate(model, data: TensorData, batch_size: int = 256) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in its current mode."""
+    """(mean cross-entropy, accuracy) of ``model`` in its current mode, on the model's device."""
     loss, correct = 0.0, 0
-    for x, y in batches(data, batch_size):
+    for x, y in batches(data, batch_size, device=model_device(model)):
         logits = model(x)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -204,7 +205,8 @@ class _Searcher:
 
 def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, config: SearchConfig,
            out_dir=None, resume: bool = True, progress: bool = True) -> SearchResult:
-    """Run the bilevel search of ``config.method`` on ``model``; see the module docstring."""
+    """Run the bilevel search of ``config.method`` on ``model``, on the model's device (the data's
+    batches are moved there); see the module docstring."""
     if config.method == "random":
         return _random_search(model, config, out_dir)
     searcher = _Searcher(model, config)
@@ -213,6 +215,7 @@ def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, c
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
         start, history = _restore(ckpt_path, model, searcher, generator, config)
+    device = model_device(model)
     epochs = tqdm(range(start, config.epochs), desc=f"search {config.method}", disable=not progress,
                   initial=start, total=config.epochs)
     for epoch in epochs:
@@ -223,8 +226,8 @@ def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, c
         robust = searcher.term is not None and epoch >= config.warmup_epochs
         model.train()
         losses, accs, rs = [], [], []
-        train_batches = batches(train_data, config.batch_size, shuffle=True, generator=generator)
-        val_batches = batches(val_data, config.batch_size, shuffle=True, generator=generator)
+        train_batches = batches(train_data, config.batch_size, shuffle=True, generator=generator, device=device)
+        val_batches = batches(val_data, config.batch_size, shuffle=True, generator=generator, device=device)
         for (xt, yt), (xv, yv) in zip(train_batches, val_batches):
             r = searcher.alpha_step(xt, yt, xv, yv, robust)
             if r is not None:
@@ -285,8 +288,11 @@ def _random_search(model, config, out_dir):
 
 
 def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_root=None, out_dir=None,
-               resume: bool = True, progress: bool = True, **config_overrides) -> SearchResult:
+               resume: bool = True, progress: bool = True, device=None, **config_overrides) -> SearchResult:
     """Search at a tier's size on its dataset; results in ``runs/<tier>/search/<method>_seed<seed>/``.
+
+    ``device``: where the search runs (``rnas_lib.devices.resolve_device``: None is the GPU when
+    there is one); the returned supernet is on the CPU.
 
     ``config_overrides`` are SearchConfig fields (epochs, gamma, method_options, …) or tier fields
     (dataset, search_C, search_layers, search_limit, …).
@@ -296,6 +302,7 @@ def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_r
     config_overrides.setdefault("epochs", t.search_epochs)
     config_overrides.setdefault("batch_size", t.search_batch_size)
     config = SearchConfig(method=method, seed=seed, **config_overrides)
+    device = resolve_device(device)
     info = dataset_info(t.dataset, data_root)
     train_half, val_half = search_split(load_dataset(t.dataset, True, data_root, t.search_limit), seed)
     torch.manual_seed(seed)
@@ -303,4 +310,6 @@ def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_r
                           info.in_channels, mean=info.mean, std=info.std)
     if out_dir is None:
         out_dir = run_dir(t.name, "search", f"{method}_seed{seed}")
-    return search(model, train_half, val_half, config, out_dir, resume, progress)
+    result = search(model.to(device), train_half, val_half, config, out_dir, resume, progress)
+    model.cpu()
+    return result

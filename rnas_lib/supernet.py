@@ -148,7 +148,10 @@ class SourceEdges(nn.Module):
     def pools(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(BN(maxpool x), BN(avgpool x)), each (B, C, H', W'); 3×3 windows, padding 1."""
         s = self.stride
-        xc = x.contiguous(memory_format=torch.channels_last)  # CPU pooling kernels are ~5× faster on it
+        # CPU pooling kernels are ~5× faster on a channels-last copy. Not on CUDA: there, avg_pool2d's
+        # backward from a channels-last input with a contiguous output gradient is wrong (torch 2.11,
+        # gradient errors of order 1; benchmarks/bench_paper_tier.py --check compares with the CPU).
+        xc = x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
         return (
             self.bn_max(F.max_pool2d(xc, 3, s, 1).contiguous()),
             self.bn_avg(F.avg_pool2d(xc, 3, s, 1, count_include_pad=False).contiguous()),

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .attacks import check_norm, pgd
 from .data import TensorData, batches, dataset_info, load_dataset
+from .devices import model_device, resolve_device
 from .genotypes import PUBLISHED, from_dict, get_genotype, load_genotype, to_dict
 from .network import Network
 from .runs import load_checkpoint, run_dir, runs_root, save_checkpoint, save_json
@@ -111,7 +112,8 @@ def load_network(path) -> Network:
 
 def train_network(model: Network, train_data: TensorData, test_data: TensorData, config: TrainConfig,
                   out_dir=None, resume: bool = True, progress: bool = True) -> TrainResult:
-    """Train ``model`` on ``train_data``; record test accuracy after every epoch."""
+    """Train ``model`` on ``train_data``, on the model's device (the batches are moved there);
+    record test accuracy after every epoch."""
     opt = torch.optim.SGD(model.parameters(), config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     history, start = [], 0
@@ -135,7 +137,8 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
         model.drop_path_prob = config.drop_path_prob * epoch / config.epochs
         model.train()
         total, correct, loss_sum = 0, 0, 0.0
-        for x, y in batches(train_data, config.batch_size, shuffle=True, generator=generator):
+        for x, y in batches(train_data, config.batch_size, shuffle=True, generator=generator,
+                            device=model_device(model)):
             if config.adversarial is not None:
                 x = pgd(model, x, y, **config.adversarial)
             logits = model(x)
@@ -179,8 +182,12 @@ def build_network(genotype, tier: Tier | str = "smoke", data_root=None, **networ
 
 
 def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None = None, data_root=None,
-                 out_dir=None, resume: bool = True, progress: bool = True, **config_overrides) -> TrainResult:
+                 out_dir=None, resume: bool = True, progress: bool = True, device=None,
+                 **config_overrides) -> TrainResult:
     """Train ``genotype``'s network at a tier's size; results in ``runs/<tier>/train/<name>_seed<seed>/``.
+
+    ``device``: where it trains (``rnas_lib.devices.resolve_device``: None is the GPU when there is
+    one); the returned network is on the CPU, in eval mode.
 
     ``config_overrides`` are TrainConfig fields (epochs, lr, …) or tier fields (dataset, train_C,
     train_layers, train_limit, test_limit, …), as in ``rnas_lib.search.run_search``.
@@ -190,6 +197,7 @@ def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None 
     config_overrides.setdefault("epochs", t.train_epochs)
     config_overrides.setdefault("batch_size", t.train_batch_size)
     config = TrainConfig(seed=seed, **config_overrides)
+    device = resolve_device(device)
     torch.manual_seed(seed)
     model = build_network(genotype, t, data_root)
     train = load_dataset(t.dataset, True, data_root, t.train_limit)
@@ -197,11 +205,13 @@ def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None 
     if out_dir is None:
         label = name or (genotype if isinstance(genotype, str) and not genotype.endswith(".json") else "custom")
         out_dir = run_dir(t.name, "train", f"{label}_seed{seed}")
-    return train_network(model, train, test, config, out_dir, resume, progress)
+    result = train_network(model.to(device), train, test, config, out_dir, resume, progress)
+    model.cpu()
+    return result
 
 
 def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None, progress: bool = True,
-                  **overrides) -> TrainResult:
+                  device=None, **overrides) -> TrainResult:
     """The trained network of ``arch`` at a tier, as the evaluation notebooks need it.
 
     arch: a published genotype ("DARTS_V2", …), a genotype .json path, or a search method ("darts",
@@ -215,9 +225,10 @@ def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None,
         tier_fields = {k: v for k, v in overrides.items() if k in TIER_FIELDS}
         path = runs_root() / get_tier(tier, **tier_fields).name / "search" / f"{arch}_seed{seed}" / "genotype.json"
         genotype = load_genotype(path) if path.exists() else run_search(
-            tier, arch, seed, data_root=data_root, progress=progress, **tier_fields).genotype
+            tier, arch, seed, data_root=data_root, progress=progress, device=device, **tier_fields).genotype
         name = arch
     else:
         raise ValueError(f"unknown architecture {arch!r}; give a published genotype ({', '.join(PUBLISHED)}), "
                          f"a genotype .json path, or a search method ({', '.join(methods())})")
-    return run_training(genotype, tier, seed, name=name, data_root=data_root, progress=progress, **overrides)
+    return run_training(genotype, tier, seed, name=name, data_root=data_root, progress=progress, device=device,
+                        **overrides)

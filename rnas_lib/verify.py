@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm
 from .bounds import margin_lower_bound, trace
 from .data import TensorData, batches
+from .devices import model_device
 
 TARGETS = ("untargeted", "runner-up", "random", "least-likely")
 
@@ -152,7 +153,7 @@ def certified_accuracy(model: nn.Module, data: TensorData, eps, norm="inf", meth
     if len(data) == 0:
         raise ValueError("data is empty: nothing to certify")
     certified = sum(int(certified_mask(model, x, y, eps, norm, method, clip, relu_slope).sum())
-                    for x, y in batches(data, batch_size))
+                    for x, y in batches(data, batch_size, device=model_device(model)))
     return certified / len(data)
 
 
@@ -173,7 +174,7 @@ def average_certified_bound(model: nn.Module, data: TensorData, norm="inf", meth
     norm = "inf" if norm in ("inf", "linf", math.inf) else norm
     generator = torch.Generator().manual_seed(seed)
     radii, correct = [], []
-    for x, y in tqdm(batches(data, batch_size), total=math.ceil(len(data) / batch_size),
+    for x, y in tqdm(batches(data, batch_size, device=model_device(model)), total=math.ceil(len(data) / batch_size),
                      desc=f"certify ℓ{'∞' if norm == 'inf' else norm} {target}", disable=not progress):
         radii.append(certified_radius(model, x, y, norm, method, target, eps_max, tol, generator=generator))
         with torch.no_grad():
