@@ -6,10 +6,11 @@
    paper's 50-epoch search on 25,000 + 25,000 images (391 steps per epoch).
 2. One training step of the final network (DARTS_V2 genotype, C=36, 20 cells, batch 96), and the
    projected time of 600 epochs on 50,000 images (521 steps per epoch).
-3. With ``--check``, on a GPU only: the same computations on the CPU and the GPU in float64 (small
-   supernet C=4, 3 cells, 8×8×3 inputs, random α and BatchNorm statistics) — logits, ibp and crown-ibp margin bounds, exact
-   Jacobian norms, the α-gradient of R_CB — and their largest relative difference; then a smoke
-   search, training, PGD evaluation and certification run end to end on the GPU.
+3. With ``--check``, on a GPU only: a smoke search, training, PGD evaluation and certification
+   run end to end on the GPU; then the same computations on the CPU and the GPU in float64 (small
+   supernet C=4, 3 cells, 8×8×3 inputs, random α and BatchNorm statistics) — logits, ibp and
+   crown-ibp margin bounds, ∂f/∂x, exact Jacobian norms, ∂R_CB/∂α and ∂CE/∂w — and their largest
+   relative difference (above 1e-8 the script fails).
 
 Images are uniform noise: step times do not depend on pixel values. Usage:
 python benchmarks/bench_paper_tier.py [--device cuda] [--repeats 3] [--skip-train] [--check]
