@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batchnorm import BatchNorm2d, batch_norm
 from .genotypes import Genotype, derive_genotype, num_edges
 from .ops import PRIMITIVES, FactorizedReduce, Normalize, ReLUConvBN
 
@@ -67,19 +68,19 @@ class SourceEdges(nn.Module):
         self.dw_dil3 = _conv_weight(nC, 9, 3)
         self.dw_dil5 = _conv_weight(nC, 25, 5)
         self.pw1 = _conv_weight(4 * nC, C, 1)
-        self.bn1 = nn.BatchNorm2d(4 * nC, affine=False)
+        self.bn1 = BatchNorm2d(4 * nC, affine=False)
         self.dw2_sep3 = _conv_weight(nC, 9, 3)
         self.dw2_sep5 = _conv_weight(nC, 25, 5)
         self.pw2 = _conv_weight(2 * nC, C, 1)
-        self.bn2 = nn.BatchNorm2d(2 * nC, affine=False)
-        self.bn_max = nn.BatchNorm2d(C, affine=False)
-        self.bn_avg = nn.BatchNorm2d(C, affine=False)
+        self.bn2 = BatchNorm2d(2 * nC, affine=False)
+        self.bn_max = BatchNorm2d(C, affine=False)
+        self.bn_avg = BatchNorm2d(C, affine=False)
         if stride == 2:
             if C % 2:
                 raise ValueError(f"a reduction edge needs an even channel count, got C={C}")
             self.fr1 = _conv_weight(nC // 2, C, 1)
             self.fr2 = _conv_weight(nC // 2, C, 1)
-            self.bn_fr = nn.BatchNorm2d(nC, affine=False)
+            self.bn_fr = BatchNorm2d(nC, affine=False)
 
     # -- the four conv ops -------------------------------------------------------------------
     def _stage1(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -153,8 +154,8 @@ class SourceEdges(nn.Module):
         # gradient errors of order 1; benchmarks/bench_paper_tier.py --check compares with the CPU).
         xc = x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
         return (
-            self.bn_max(F.max_pool2d(xc, 3, s, 1).contiguous()),
-            self.bn_avg(F.avg_pool2d(xc, 3, s, 1, count_include_pad=False).contiguous()),
+            self.bn_max(F.max_pool2d(xc, 3, s, 1)),
+            self.bn_avg(F.avg_pool2d(xc, 3, s, 1, count_include_pad=False)),
         )
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -162,18 +163,21 @@ class SourceEdges(nn.Module):
         n, C = self.n, self.C
         scale = w.t().repeat_interleave(C, dim=1)  # scale[o, e·C + c] = w[e, o]
         terms = self._conv_terms(x, scale[4:])
-        out = ((terms[0] + terms[1]) + (terms[2] + terms[3])).unflatten(1, (n, C))
-        mp, ap = self.pools(x)
-        wv = w.t().reshape(len(PRIMITIVES), n, 1, 1, 1)
-        out = out + wv[MAX] * mp.unsqueeze(1) + wv[AVG] * ap.unsqueeze(1)
-        if self.stride == 1:
-            return out + wv[SKIP] * x.unsqueeze(1)
-        return out + self._factorized_reduce(x, scale[SKIP]).unflatten(1, (n, C))
+        out = (terms[0] + terms[1]) + (terms[2] + terms[3])
+        if self.stride == 2:
+            out = out + self._factorized_reduce(x, scale[SKIP])
+        # the shared features mixed into every edge by one matrix at every pixel:
+        # out[e·C + c] += Σ_k w[e, k]·shared[k·C + c], i.e. the matrix w[:, k] ⊗ I_C
+        shared, ops = ([*self.pools(x), x], [MAX, AVG, SKIP]) if self.stride == 1 else (self.pools(x), [MAX, AVG])
+        mix = torch.kron(w[:, ops], torch.eye(C, dtype=w.dtype, device=w.device))
+        return (out + _pointwise(mix, torch.cat(shared, dim=1))).unflatten(1, (n, C))
+
 
 def _pointwise(M: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """M (K, J) applied at every pixel of a channels-last d (B, J, H, W): (B, K, H, W) contiguous."""
+    """M (K, J) applied at every pixel of a channels-last d (B, J, H, W): (B, K, H, W) channels-last."""
     B, J, H, W = d.shape
-    return torch.matmul(M, d.permute(0, 2, 3, 1).reshape(B, H * W, J).transpose(1, 2)).view(B, -1, H, W)
+    out = torch.mm(d.permute(0, 2, 3, 1).reshape(B * H * W, J), M.t()).view(B, H, W, -1).permute(0, 3, 1, 2)
+    return out if d.device.type == "cpu" else out.contiguous()
 
 
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, channels: slice, scale, count: bool) -> torch.Tensor:
@@ -188,7 +192,7 @@ def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, channels: slice, scale, cou
         if momentum is None:  # cumulative moving average
             momentum = 1.0 / float(bn.num_batches_tracked)
     mean, var = bn.running_mean[channels], bn.running_var[channels]
-    return F.batch_norm(x, mean, var, scale, None, bn.training, momentum or 0.0, bn.eps)
+    return batch_norm(x, mean, var, scale, None, bn.training, momentum or 0.0, bn.eps)
 
 
 class SearchCell(nn.Module):
@@ -215,12 +219,15 @@ class SearchCell(nn.Module):
         return range(max(0, i - 1), self.steps)
 
     def forward(self, s0, s1, weights):
+        if s1.device.type == "cpu":  # CPU kernels are fastest on channels-last; a no-op after the first cell
+            s0, s1 = (s.contiguous(memory_format=torch.channels_last) for s in (s0, s1))
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         acc: list = [None] * self.steps
         for i, source in enumerate(self.sources):
             y = source(states[i], weights[getattr(self, f"rows_{i}")])
-            for k, j in enumerate(self.targets(i)):
-                acc[j] = y[:, k] if acc[j] is None else acc[j] + y[:, k]
+            # split, not y[:, k]: its backward concatenates the edge gradients in y's memory format
+            for j, y_j in zip(self.targets(i), y.flatten(1, 2).split(source.C, dim=1)):
+                acc[j] = y_j if acc[j] is None else acc[j] + y_j
             if i >= 1:  # node i-1 has now received all its inputs (sources 0..i)
                 states.append(acc[i - 1])
         return torch.cat(states[-self.multiplier :], dim=1)

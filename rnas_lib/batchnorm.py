@@ -1,0 +1,86 @@
+"""Batch normalisation whose float32 batch statistics stay accurate on channels-last CPU tensors.
+
+In training mode y = γ·(x − μ)/√(σ² + eps) + β per channel, with μ and σ² (biased) the mean and
+variance of the channel over batch and pixels. PyTorch's CPU kernel for channels-last inputs
+computes σ² with a relative error of about 3e-4 in float32 (its contiguous kernel: 1e-7; see
+tests/test_batchnorm.py), and rnas runs its supernet channels-last on the CPU because its
+convolutions are 2–3× faster there. So for such inputs rnas computes the statistics itself, in two
+passes over the (N·H·W, C) view of the tensor: μ = Σx/M, σ² = Σ(x − μ)²/M (PyTorch's sums are
+cascaded, so the error stays near float32's). The backward pass is PyTorch's own
+(``native_batch_norm_backward``: accurate in both layouts, and differentiable again, so double
+backward through the supernet works). Every other input goes to ``F.batch_norm`` unchanged, and so
+does every call made under a torch-function mode (``rnas_lib.jacobian`` catches F.batch_norm calls
+to hold the batch statistics constant).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import has_torch_function_variadic
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """``F.batch_norm`` with accurate batch statistics for channels-last CPU inputs in training mode.
+
+    The running statistics (if given) are updated in place as F.batch_norm does:
+    r ← (1 − momentum)·r + momentum·s, with the unbiased batch variance for running_var.
+    """
+    if (has_torch_function_variadic(x, weight, bias)  # a torch-function mode (jacobian) sees F.batch_norm
+            or not (training and x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous()
+                    and x.is_contiguous(memory_format=torch.channels_last))):
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    y, mean, var = _ChannelsLastBatchNorm.apply(x, weight, bias, eps)
+    if running_mean is not None:  # x has at least 2 values per channel: it is not also contiguous
+        count = x.numel() // x.shape[1]
+        with torch.no_grad():
+            running_mean.lerp_(mean, momentum)
+            running_var.lerp_(var * (count / (count - 1)), momentum)
+    return y
+
+
+class _ChannelsLastBatchNorm(torch.autograd.Function):
+    """(y, μ, σ²) for a channels-last x of shape (B, C, H, W); μ and σ² are not differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        B, C, H, W = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, C)  # a view: (B·H·W, C)
+        mean = rows.sum(0).div_(rows.shape[0])
+        centred = rows - mean
+        var = centred.square().sum(0).div_(rows.shape[0])
+        invstd = (var + eps).rsqrt_()
+        y = centred.mul_(invstd if weight is None else invstd * weight)
+        if bias is not None:
+            y.add_(bias)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var)
+        return y.view(B, H, W, C).permute(0, 3, 1, 2), mean, var
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_mean, _grad_var):
+        x, weight, mean, invstd = ctx.saved_tensors
+        # channels-last as x (mixed layouts are slow), by permutes: vmap (batched gradients) cannot
+        # query channels-last contiguity
+        grad_y = grad_y.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad_y, x, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3])
+        )
+        return grad_x, grad_weight, grad_bias, None
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d (same parameters, buffers and state dict) computed by ``batch_norm``."""
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch_statistics = self.training or self.running_mean is None
+        tracked = not self.training or self.track_running_stats
+        return batch_norm(x, self.running_mean if tracked else None, self.running_var if tracked else None,
+                          self.weight, self.bias, use_batch_statistics, momentum, self.eps)
