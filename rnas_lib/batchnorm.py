@@ -30,7 +30,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             or not (training and x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous()
                     and x.is_contiguous(memory_format=torch.channels_last))):
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    y, mean, var = _ChannelsLastBatchNorm.apply(x, weight, bias, eps)
+    y, mean, _, var = _ChannelsLastBatchNorm.apply(x, weight, bias, eps)
     if running_mean is not None:  # x has at least 2 values per channel: it is not also contiguous
         count = x.numel() // x.shape[1]
         with torch.no_grad():
@@ -40,26 +40,32 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 
 class _ChannelsLastBatchNorm(torch.autograd.Function):
-    """(y, μ, σ²) for a channels-last x of shape (B, C, H, W); μ and σ² are not differentiable."""
+    """(y, μ, 1/√(σ² + eps), σ²) for a channels-last x (B, C, H, W); only y is differentiable."""
+
+    generate_vmap_rule = True  # torch.func transforms (jacrev, vmap) work through it
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):
+    def forward(x, weight, bias, eps):
         B, C, H, W = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(-1, C)  # a view: (B·H·W, C)
-        mean = rows.sum(0).div_(rows.shape[0])
+        mean = rows.sum(0) / rows.shape[0]
         centred = rows - mean
-        var = centred.square().sum(0).div_(rows.shape[0])
-        invstd = (var + eps).rsqrt_()
-        y = centred.mul_(invstd if weight is None else invstd * weight)
+        var = centred.square().sum(0) / rows.shape[0]
+        invstd = (var + eps).rsqrt()
+        y = centred * (invstd if weight is None else invstd * weight)
         if bias is not None:
-            y.add_(bias)
-        ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.eps = eps
-        ctx.mark_non_differentiable(mean, var)
-        return y.view(B, H, W, C).permute(0, 3, 1, 2), mean, var
+            y = y + bias
+        return y.view(B, H, W, C).permute(0, 3, 1, 2), mean, invstd, var
 
     @staticmethod
-    def backward(ctx, grad_y, _grad_mean, _grad_var):
+    def setup_context(ctx, inputs, output):
+        x, weight, _, ctx.eps = inputs
+        _, mean, invstd, var = output
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.mark_non_differentiable(mean, invstd, var)
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_mean, _grad_invstd, _grad_var):
         x, weight, mean, invstd = ctx.saved_tensors
         # channels-last as x (mixed layouts are slow), by permutes: vmap (batched gradients) cannot
         # query channels-last contiguity

@@ -68,3 +68,12 @@ def test_other_inputs_go_to_f_batch_norm_unchanged():
 def test_one_value_per_channel_raises():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         batch_norm(_cl(torch.randn(1, 3, 1, 1)), None, None, training=True)
+
+
+def test_torch_func_jacrev_works_through_it():
+    torch.manual_seed(4)
+    x = _cl(torch.randn(2, 3, 4, 4, dtype=torch.float64))
+    weight = torch.rand(3, dtype=torch.float64) + 0.5
+    ours = torch.func.jacrev(lambda x: batch_norm(x, None, None, weight, training=True))(x)
+    theirs = torch.func.jacrev(lambda x: F.batch_norm(x.contiguous(), None, None, weight, training=True))(x)
+    assert torch.allclose(ours, theirs, atol=1e-12)

@@ -3,11 +3,12 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rnas_lib.genotypes import Genotype, num_edges
 from rnas_lib.ops import PRIMITIVES
 from rnas_lib.reference import ReferenceSearchNetwork
-from rnas_lib.supernet import SearchNetwork, SourceEdges
+from rnas_lib.supernet import SearchNetwork, SourceEdges, _MultiplierDepthwiseConv
 
 SIZES = [  # (C, layers, in_channels, image size, batch)
     (4, 3, 3, 16, 6),
@@ -128,3 +129,21 @@ def test_bad_source_edges_raise(C, n, stride):
 def test_odd_spatial_size_in_reduction_cell_raises():
     with pytest.raises(ValueError, match="even spatial size"):
         SearchNetwork(4, 10, 3, in_channels=1)(torch.rand(2, 1, 6, 6))
+
+
+@pytest.mark.parametrize("k, dilation", [(3, 1), (5, 2)])
+def test_multiplier_depthwise_conv_gradients_match_conv2d_in_double(k, dilation):
+    torch.manual_seed(3)
+    C, n, pad = 3, 2, dilation * (k - 1) // 2
+    x = torch.randn(2, C, 7, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(C * n, 1, k, k, dtype=torch.float64, requires_grad=True)
+    ours = lambda x, w: _MultiplierDepthwiseConv.apply(x, w, pad, dilation)  # noqa: E731
+    theirs = lambda x, w: F.conv2d(x, w, padding=pad, dilation=dilation, groups=C)  # noqa: E731
+    g = torch.randn_like(theirs(x, w))
+    for a, b in zip(torch.autograd.grad(ours(x, w), (x, w), g), torch.autograd.grad(theirs(x, w), (x, w), g)):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert torch.autograd.gradcheck(ours, (x, w))
+    assert torch.autograd.gradgradcheck(ours, (x, w))  # double backward (Jacobian-norm search)
+    jac = torch.func.jacrev(ours, argnums=(0, 1))(x, w)
+    for a, b in zip(jac, torch.func.jacrev(theirs, argnums=(0, 1))(x, w)):
+        assert torch.allclose(a, b, atol=1e-12)  # torch.func transforms work through it
