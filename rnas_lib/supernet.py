@@ -4,14 +4,16 @@ rnas computes the mixed edges *by source node*: all edges leaving one node share
 parameter-free pools (and the BatchNorm without affine after them) and the identity, and their
 convolutions run as one grouped convolution over the stacked edges. The maths is exactly DARTS'
 (``rnas_lib.reference`` keeps the straightforward per-op form; tests compare the two to 1e-5);
-only the number of kernel launches changes.
+only the number of kernel launches changes, and, on the CPU, the memory layout: there the cells
+compute on channels-last tensors (pixel-major, channels innermost), where PyTorch's depthwise
+convolutions and pools are 2–5× faster and every pointwise convolution is a plain matrix product.
 
 For a source x feeding n edges with op weights w ∈ R^{n×8} (rows sum to 1), edge e gives
     y_e = w_e,max·BN(maxpool x) + w_e,avg·BN(avgpool x) + w_e,skip·skip_e(x) + Σ_{o∈conv} w_e,o·o_e(x)
 (the ``none`` op contributes 0·x). Node j of the cell is Σ_{i<j} y_{i→j}; the cell outputs the
 concatenation of its last ``multiplier`` nodes. Reduction cells (at 1/3 and 2/3 of the depth)
 stride their edges from the two cell inputs by 2. BatchNorm inside search cells has no affine
-parameters (DARTS); in training mode it uses the batch statistics.
+parameters (DARTS); in training mode it uses the batch statistics (computed by ``rnas_lib.batchnorm``).
 """
 from __future__ import annotations
 
@@ -46,12 +48,14 @@ class SourceEdges(nn.Module):
     edge and channel) → pointwise C→C per edge → BN; stage 2 of the two separable ops is ReLU →
     depthwise → pointwise → BN.
 
-    Computation (same maths, laid out for speed): activations are channels-last; each depthwise
-    stage-1 conv reads the C channels of ReLU x once and writes n outputs per channel
-    (groups = C, channel c·n + e); every pointwise conv is one dense matrix product with a
-    block-diagonal (n·C × n·C) matrix built from pw1/pw2 (which also puts the channels back in
-    edge-major order); the op weights w_{e,o} enter as the affine scale of the last BatchNorm of op
-    o, so w·BN(z) costs no extra pass.
+    Computation (same maths, laid out for speed): each depthwise stage-1 conv reads the C channels
+    of ReLU x once and writes n outputs per channel (groups = C, channel c·n + e); every pointwise
+    conv is one matrix product at every pixel with a block-diagonal (n·C × n·C) matrix built from
+    pw1/pw2 (which also puts the channels back in edge-major order); the op weights w_{e,o} enter
+    as the affine scale of the last BatchNorm of op o, so w·BN(z) costs no extra pass; the features
+    all edges share (the two pooled maps, and the identity at stride 1) enter every edge through
+    one more matrix product, with w_{:,k} ⊗ I_C. The output is (B, n·C, H', W') in x's layout
+    (channels-last on the CPU), returned as a (B, n, C, H', W') view.
     """
 
     def __init__(self, C: int, n: int, stride: int):
@@ -153,17 +157,19 @@ class SourceEdges(nn.Module):
     def pools(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(BN(maxpool x), BN(avgpool x)), each (B, C, H', W'); 3×3 windows, padding 1."""
         s = self.stride
-        # CPU pooling kernels are ~5× faster on a channels-last copy. Not on CUDA: there, avg_pool2d's
+        # CPU pooling kernels are ~5× faster on channels-last tensors. Not on CUDA: there, avg_pool2d's
         # backward from a channels-last input with a contiguous output gradient is wrong (torch 2.11,
         # gradient errors of order 1; benchmarks/bench_paper_tier.py --check compares with the CPU).
-        xc = x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+        cpu = x.device.type == "cpu"
+        xc = x.contiguous(memory_format=torch.channels_last if cpu else torch.contiguous_format)
         return (
             self.bn_max(F.max_pool2d(xc, 3, s, 1)),
             self.bn_avg(F.avg_pool2d(xc, 3, s, 1, count_include_pad=False)),
         )
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """(B, n, C, H', W'): the n mixed-edge outputs for op weights w of shape (n, 8)."""
+        """(B, n, C, H', W'): the n mixed-edge outputs for op weights w of shape (n, 8) (a view of a
+        (B, n·C, H', W') tensor: split it along the channels to keep its layout in the backward)."""
         n, C = self.n, self.C
         scale = w.t().repeat_interleave(C, dim=1)  # scale[o, e·C + c] = w[e, o]
         terms = self._conv_terms(x, scale[4:])
@@ -211,7 +217,9 @@ class _MultiplierDepthwiseConv(torch.autograd.Function):
 
 
 def _pointwise(M: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """M (K, J) applied at every pixel of a channels-last d (B, J, H, W): (B, K, H, W) channels-last."""
+    """M (K, J) applied at every pixel of d (B, J, H, W): one (B·H·W, J) × (J, K) product, whose
+    result is (B, K, H, W) channels-last with no copy (on the CPU; elsewhere made contiguous, as
+    the rest of the network there). d channels-last costs no copy either."""
     B, J, H, W = d.shape
     out = torch.mm(d.permute(0, 2, 3, 1).reshape(B * H * W, J), M.t()).view(B, H, W, -1).permute(0, 3, 1, 2)
     return out if d.device.type == "cpu" else out.contiguous()
