@@ -100,8 +100,8 @@ class SourceEdges(nn.Module):
         ):
             w_cn = weight.view(n, C, 1, k, k).transpose(0, 1).reshape(C * n, 1, k, k)
             padding = dilation * (k - 1) // 2
-            if s == 1 and n > 1 and r.device.type == "cpu":
-                d = _MultiplierDepthwiseConv.apply(r, w_cn, padding, dilation)
+            if s == 1 and r.device.type == "cpu":
+                d = _DepthwiseConv.apply(r, w_cn, padding, dilation)
             else:
                 d = F.conv2d(r, w_cn, stride=s, padding=padding, dilation=dilation, groups=C)
             out.append(_pointwise(M[o], d))
@@ -112,7 +112,10 @@ class SourceEdges(nn.Module):
         n, C = self.n, self.C
         weight, k = (self.dw2_sep3, 3) if o == 0 else (self.dw2_sep5, 5)
         r = F.relu(q).contiguous(memory_format=torch.channels_last)
-        d = F.conv2d(r, weight, padding=(k - 1) // 2, groups=n * C)
+        if r.device.type == "cpu":
+            d = _DepthwiseConv.apply(r, weight, (k - 1) // 2, 1)
+        else:
+            d = F.conv2d(r, weight, padding=(k - 1) // 2, groups=n * C)
         blocks = self.pw2.view(2, n, C, C)[o].permute(1, 2, 0)  # (c', c, e)
         M = torch.diag_embed(blocks).permute(2, 0, 3, 1).reshape(n * C, n * C)  # [(e·C + c'), (e·C + c)]
         return _pointwise(M, d)
@@ -183,7 +186,7 @@ class SourceEdges(nn.Module):
         return (out + _pointwise(mix, torch.cat(shared, dim=1))).unflatten(1, (n, C))
 
 
-class _MultiplierDepthwiseConv(torch.autograd.Function):
+class _DepthwiseConv(torch.autograd.Function):
     """y = conv2d(x, w, stride 1, groups = C) for x (B, C, H, W), w (C·n, 1, k, k): n outputs per
     input channel, channel c·n + e. PyTorch's CPU backward for such a grouped convolution is about
     3× slower than its forward; here ∂L/∂x is a true depthwise convolution of the output gradient
@@ -207,9 +210,10 @@ class _MultiplierDepthwiseConv(torch.autograd.Function):
         C, p, dil = x.shape[1], ctx.padding, ctx.dilation
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            per_output = F.conv2d(grad, w.flip(2, 3), padding=p, dilation=dil, groups=w.shape[0])
-            Bg, _, Hg, Wg = per_output.shape
-            grad_x = per_output.permute(0, 2, 3, 1).reshape(Bg, Hg, Wg, C, -1).sum(4).permute(0, 3, 1, 2)
+            grad_x = F.conv2d(grad, w.flip(2, 3), padding=p, dilation=dil, groups=w.shape[0])
+            if w.shape[0] > C:  # sum the n outputs of each input channel
+                Bg, _, Hg, Wg = grad_x.shape
+                grad_x = grad_x.permute(0, 2, 3, 1).reshape(Bg, Hg, Wg, C, -1).sum(4).permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
             grad_w = torch.ops.aten.convolution_backward(
                 grad, x, w, None, [1, 1], [p, p], [dil, dil], False, [0, 0], C, [False, True, False])[1]

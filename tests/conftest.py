@@ -7,6 +7,16 @@ import torch
 from rnas_lib.data import default_data_root, load_dataset
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker (and the notebook kernels it starts) gets its share of the
+    cores: workers × threads > cores makes PyTorch's OpenMP threads wait on each other, and the
+    many small ops of the float64 checks then run 10–100× slower."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
 
 @pytest.fixture(autouse=True)
 def _runs_in_tmp(tmp_path_factory, monkeypatch):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from rnas_lib.genotypes import Genotype, num_edges
 from rnas_lib.ops import PRIMITIVES
 from rnas_lib.reference import ReferenceSearchNetwork
-from rnas_lib.supernet import SearchNetwork, SourceEdges, _MultiplierDepthwiseConv
+from rnas_lib.supernet import SearchNetwork, SourceEdges, _DepthwiseConv
 
 SIZES = [  # (C, layers, in_channels, image size, batch)
     (4, 3, 3, 16, 6),
@@ -137,7 +137,7 @@ def test_multiplier_depthwise_conv_gradients_match_conv2d_in_double(k, dilation)
     C, n, pad = 3, 2, dilation * (k - 1) // 2
     x = torch.randn(2, C, 7, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
     w = torch.randn(C * n, 1, k, k, dtype=torch.float64, requires_grad=True)
-    ours = lambda x, w: _MultiplierDepthwiseConv.apply(x, w, pad, dilation)  # noqa: E731
+    ours = lambda x, w: _DepthwiseConv.apply(x, w, pad, dilation)  # noqa: E731
     theirs = lambda x, w: F.conv2d(x, w, padding=pad, dilation=dilation, groups=C)  # noqa: E731
     g = torch.randn_like(theirs(x, w))
     for a, b in zip(torch.autograd.grad(ours(x, w), (x, w), g), torch.autograd.grad(theirs(x, w), (x, w), g)):
