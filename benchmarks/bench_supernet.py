@@ -5,10 +5,14 @@ with identical weights, and check that both compute the same outputs.
 Default setting: C=8, 5 cells, 4 nodes, 28×28×1 inputs, batch 64, 10 classes, on the CPU
 (``--device cuda`` for a GPU: each step is then synchronised before the clock is read). The two
 step functions alternate (interleaved repeats) after warm-up; the median time per step is reported.
+On the CPU rnas's cells compute on channels-last tensors; ``--reference-channels-last`` also times
+the reference on channels-last tensors (PyTorch's own BatchNorm kernel there has 3e-4 relative
+error in its batch variance, see rnas_lib.batchnorm), to show how much of the speed-up is layout.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -43,6 +47,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<index>")
+    parser.add_argument("--reference-channels-last", action="store_true",
+                        help="also time the reference with channels-last activations")
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -66,6 +72,11 @@ def main():
     fused.train(), reference.train()
 
     steps = {"rnas fused": make_step(fused, x, y), "reference": make_step(reference, x, y)}
+    if args.reference_channels_last:
+        reference_cl = copy.deepcopy(reference)
+        reference_cl.cells[0].register_forward_pre_hook(
+            lambda cell, inputs: tuple(s.contiguous(memory_format=torch.channels_last) for s in inputs[:2]) + inputs[2:])
+        steps["reference, channels-last"] = make_step(reference_cl, x, y)
     for _ in range(args.warmup):
         for step in steps.values():
             step()
@@ -82,8 +93,11 @@ def main():
           f"median of {args.repeats} interleaved repeats after {args.warmup} warm-up steps")
     median = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
-        print(f"  {name:11s} {median[name] * 1e3:9.1f} ms/step   (min {min(t) * 1e3:.1f}, max {max(t) * 1e3:.1f})")
+        print(f"  {name:24s} {median[name] * 1e3:9.1f} ms/step   (min {min(t) * 1e3:.1f}, max {max(t) * 1e3:.1f})")
     print(f"  speed-up (reference / fused): {median['reference'] / median['rnas fused']:.2f}x")
+    if args.reference_channels_last:
+        print(f"  speed-up (reference on channels-last / fused): "
+              f"{median['reference, channels-last'] / median['rnas fused']:.2f}x")
     print(f"  max |output difference|: train mode {diffs['train']:.2e}, eval mode {diffs['eval']:.2e}")
     worst = max(diffs.values())
     if worst >= 1e-5:

@@ -612,8 +612,8 @@ def _trace_source(g: BoundGraph, src: SourceEdges, x: int, w: torch.Tensor) -> i
     ]
     q = _bn(g, src.bn2, g.add(_Conv(src.pw2, groups=2 * n), g.add(_Concat(), *dw2)))
     conv = g.add(_Concat(), q, g.add(_Slice(2 * nC, 4 * nC), p))
-    mp = _bn(g, src.bn_max, g.maxpool(x, 3, s, 1))
-    ap = _bn(g, src.bn_avg, g.add(_AvgPool(3, s, 1, False), x))
+    pooled = _bn(g, src.bn_pool, g.add(_Concat(), g.maxpool(x, 3, s, 1), g.add(_AvgPool(3, s, 1, False), x)))
+    mp, ap = g.add(_Slice(0, C), pooled), g.add(_Slice(C, 2 * C), pooled)
     if s == 1:
         skip = x
     else:

@@ -95,8 +95,8 @@ def _copy_source(src, mixed_ops) -> None:
                 second[1].weight.copy_(getattr(src, _DW2[name])[ch])
                 second[2].weight.copy_(src.pw2[(o * src.n + e) * C : (o * src.n + e + 1) * C])
                 _copy_bn(second[3], src.bn2, (o * src.n + e) * C, C)
-        _copy_bn(mixed.ops[PRIMITIVES.index("max_pool_3x3")][1], src.bn_max, 0, C)
-        _copy_bn(mixed.ops[PRIMITIVES.index("avg_pool_3x3")][1], src.bn_avg, 0, C)
+        _copy_bn(mixed.ops[PRIMITIVES.index("max_pool_3x3")][1], src.bn_pool, 0, C)
+        _copy_bn(mixed.ops[PRIMITIVES.index("avg_pool_3x3")][1], src.bn_pool, C, C)
         if src.stride == 2:
             fr = mixed.ops[PRIMITIVES.index("skip_connect")]
             half = slice(e * C // 2, (e + 1) * C // 2)

@@ -77,8 +77,7 @@ class SourceEdges(nn.Module):
         self.dw2_sep5 = _conv_weight(nC, 25, 5)
         self.pw2 = _conv_weight(2 * nC, C, 1)
         self.bn2 = BatchNorm2d(2 * nC, affine=False)
-        self.bn_max = BatchNorm2d(C, affine=False)
-        self.bn_avg = BatchNorm2d(C, affine=False)
+        self.bn_pool = BatchNorm2d(2 * C, affine=False)  # channels 0..C−1 after max pool, C..2C−1 after avg pool
         if stride == 2:
             if C % 2:
                 raise ValueError(f"a reduction edge needs an even channel count, got C={C}")
@@ -157,18 +156,17 @@ class SourceEdges(nn.Module):
         both = torch.cat([a.unflatten(1, (n, C // 2)), b.unflatten(1, (n, C // 2))], dim=2).flatten(1, 2)
         return _batch_norm(self.bn_fr, both, slice(None), scale, True)
 
-    def pools(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(BN(maxpool x), BN(avgpool x)), each (B, C, H', W'); 3×3 windows, padding 1."""
+    def pools(self, x: torch.Tensor) -> torch.Tensor:
+        """BN([maxpool x, avgpool x]), (B, 2·C, H', W'); 3×3 windows, padding 1. One BatchNorm over
+        the 2·C channels is the two BatchNorms of the ops (statistics are per channel)."""
         s = self.stride
         # CPU pooling kernels are ~5× faster on channels-last tensors. Not on CUDA: there, avg_pool2d's
         # backward from a channels-last input with a contiguous output gradient is wrong (torch 2.11,
         # gradient errors of order 1; benchmarks/bench_paper_tier.py --check compares with the CPU).
         cpu = x.device.type == "cpu"
         xc = x.contiguous(memory_format=torch.channels_last if cpu else torch.contiguous_format)
-        return (
-            self.bn_max(F.max_pool2d(xc, 3, s, 1)),
-            self.bn_avg(F.avg_pool2d(xc, 3, s, 1, count_include_pad=False)),
-        )
+        pooled = torch.cat([F.max_pool2d(xc, 3, s, 1), F.avg_pool2d(xc, 3, s, 1, count_include_pad=False)], dim=1)
+        return self.bn_pool(pooled)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(B, n, C, H', W'): the n mixed-edge outputs for op weights w of shape (n, 8) (a view of a
@@ -181,9 +179,10 @@ class SourceEdges(nn.Module):
             out = out + self._factorized_reduce(x, scale[SKIP])
         # the shared features mixed into every edge by one matrix at every pixel:
         # out[e·C + c] += Σ_k w[e, k]·shared[k·C + c], i.e. the matrix w[:, k] ⊗ I_C
-        shared, ops = ([*self.pools(x), x], [MAX, AVG, SKIP]) if self.stride == 1 else (self.pools(x), [MAX, AVG])
+        shared, ops = (torch.cat([self.pools(x), x], dim=1), [MAX, AVG, SKIP]) if self.stride == 1 \
+            else (self.pools(x), [MAX, AVG])
         mix = torch.kron(w[:, ops], torch.eye(C, dtype=w.dtype, device=w.device))
-        return (out + _pointwise(mix, torch.cat(shared, dim=1))).unflatten(1, (n, C))
+        return (out + _pointwise(mix, shared)).unflatten(1, (n, C))
 
 
 class _DepthwiseConv(torch.autograd.Function):

@@ -86,7 +86,7 @@ def test_source_edges_parts_and_shapes(stride):
     w = torch.softmax(torch.randn(n, len(PRIMITIVES)), -1)
     Ho = H // stride
     conv = src.conv_ops(x)
-    mp, ap = src.pools(x)
+    mp, ap = src.pools(x).split(C, dim=1)
     skip = src.skip(x)
     assert conv.shape == (B, 4, n, C, Ho, Ho)
     assert mp.shape == ap.shape == (B, C, Ho, Ho)
@@ -97,6 +97,10 @@ def test_source_edges_parts_and_shapes(stride):
                 + w[:, 3].view(1, n, 1, 1, 1) * skip)
     assert (src(x, w) - expected).abs().max().item() < 1e-5
     assert src.bn1.num_batches_tracked.item() == 2  # one per call of conv_ops/forward, not per op
+    # the pools' one BatchNorm is the two of the ops: each half normalised on its own
+    raw = torch.cat([F.max_pool2d(x, 3, stride, 1), F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)])
+    for half, pooled in zip(raw.split(B), (mp, ap)):
+        assert (F.batch_norm(half, None, None, training=True) - pooled).abs().max().item() < 1e-5
 
 
 def test_genotype_shape():
