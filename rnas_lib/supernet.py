@@ -98,11 +98,7 @@ class SourceEdges(nn.Module):
             ((self.dw_sep3, 3, 1), (self.dw_sep5, 5, 1), (self.dw_dil3, 3, 2), (self.dw_dil5, 5, 2))
         ):
             w_cn = weight.view(n, C, 1, k, k).transpose(0, 1).reshape(C * n, 1, k, k)
-            padding = dilation * (k - 1) // 2
-            if s == 1 and r.device.type == "cpu":
-                d = _DepthwiseConv.apply(r, w_cn, padding, dilation)
-            else:
-                d = F.conv2d(r, w_cn, stride=s, padding=padding, dilation=dilation, groups=C)
+            d = _depthwise(r, w_cn, s, dilation * (k - 1) // 2, dilation)
             out.append(_pointwise(M[o], d))
         return out
 
@@ -111,10 +107,7 @@ class SourceEdges(nn.Module):
         n, C = self.n, self.C
         weight, k = (self.dw2_sep3, 3) if o == 0 else (self.dw2_sep5, 5)
         r = F.relu(q).contiguous(memory_format=torch.channels_last)
-        if r.device.type == "cpu":
-            d = _DepthwiseConv.apply(r, weight, (k - 1) // 2, 1)
-        else:
-            d = F.conv2d(r, weight, padding=(k - 1) // 2, groups=n * C)
+        d = _depthwise(r, weight, 1, (k - 1) // 2, 1)
         blocks = self.pw2.view(2, n, C, C)[o].permute(1, 2, 0)  # (c', c, e)
         M = torch.diag_embed(blocks).permute(2, 0, 3, 1).reshape(n * C, n * C)  # [(e·C + c'), (e·C + c)]
         return _pointwise(M, d)
@@ -185,12 +178,23 @@ class SourceEdges(nn.Module):
         return (out + _pointwise(mix, shared)).unflatten(1, (n, C))
 
 
+def _depthwise(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    """conv2d(x, w, groups = C) for x (B, C, H, W), w (C·n, 1, k, k): n outputs per input channel,
+    channel c·n + e; through _DepthwiseConv on the CPU at stride 1."""
+    if stride == 1 and x.device.type == "cpu":
+        return _DepthwiseConv.apply(x, w, padding, dilation)
+    return F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
+
+
 class _DepthwiseConv(torch.autograd.Function):
-    """y = conv2d(x, w, stride 1, groups = C) for x (B, C, H, W), w (C·n, 1, k, k): n outputs per
-    input channel, channel c·n + e. PyTorch's CPU backward for such a grouped convolution is about
-    3× slower than its forward; here ∂L/∂x is a true depthwise convolution of the output gradient
-    with the flipped kernels (the transpose of a stride-1 convolution, same padding), summed over
-    the n outputs of each input channel. ∂L/∂w is PyTorch's. Both are differentiable again."""
+    """y = conv2d(x, w, stride 1, groups = C) for x (B, C, H, W), w (C·n, 1, k, k), n ≥ 1.
+
+    ∂L/∂x is a true depthwise convolution of the output gradient with the flipped kernels (the
+    transpose of a stride-1 convolution, same padding), summed over the n outputs of each input
+    channel; ∂L/∂w is PyTorch's. On the CPU, PyTorch's own input gradient for n > 1 is about 3× its
+    forward (5×5 kernels), and its double backward of a grouped convolution loops over the groups
+    (thousands of small convolutions in a dsrna_jb step); this backward is differentiable again
+    with whole-tensor convolutions."""
 
     generate_vmap_rule = True  # torch.func transforms (jacrev, vmap) work through it
 
