@@ -89,8 +89,9 @@ def _frozen_stats_batch_norm(z, weight, bias, eps):
     its double backward reduces channels-last tensors several times slower. Returns the output and
     (μ_d, σ²_d).
     """
-    mean = _channel_mean(z)
-    var = (_channel_mean(z * z) - mean * mean).clamp_min(0.0)  # E z² − μ²: two fast passes on CPU
+    dims = (0,) + tuple(range(2, z.dim()))
+    mean = z.mean(dims)
+    var = ((z * z).mean(dims) - mean * mean).clamp_min(0.0)  # E z² − μ²: two fast passes on CPU
     mean, var = _StatGate.apply(mean), _StatGate.apply(var)
     inv = torch.rsqrt(var + eps)
     ratio = inv * (var.detach() + eps).sqrt()  # s_d / s
@@ -103,14 +104,6 @@ def _frozen_stats_batch_norm(z, weight, bias, eps):
     scale = (w * torch.rsqrt(var.detach() + eps)).view(shape)
     out = torch.addcmul(b.view(shape), z - mean.detach().view(shape), scale)
     return out, (mean.detach(), var.detach())
-
-
-def _channel_mean(z: torch.Tensor) -> torch.Tensor:
-    """Mean over every dimension but the channels (1); for a channels-last z over its (B·H·W, C)
-    view, as PyTorch reduces a channels-last tensor over (0, 2, 3) several times slower."""
-    if z.dim() == 4 and not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last):
-        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).mean(0)
-    return z.mean((0,) + tuple(range(2, z.dim())))
 
 
 class frozen_batch_stats(TorchFunctionMode):
