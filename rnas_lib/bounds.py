@@ -61,7 +61,7 @@ from .reference import ReferenceCell
 from .supernet import AVG, MAX, SKIP, SearchCell, SearchNetwork, SourceEdges
 
 NORMS = ("inf", 2)
-METHODS = ("ibp", "crown-ibp", "crown")
+METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 RELU_SLOPES = ("adaptive", "fast-lin")
 
 
@@ -80,8 +80,11 @@ def _unrows(a: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 
 
 class _Affine:
-    """y = L(z₁, …, z_k) + b. ``forward`` computes y, ``abs_linear`` applies |L| (no bias),
-    ``transpose`` maps Λ_y to (Λ_{z₁}, …), ``bias_term`` gives Λ_y·b (shape (B, S)) or None."""
+    """y = L(z₁, …, z_k) + b. ``forward`` computes y, ``linear`` applies L (no bias), ``abs_linear``
+    applies |L|, ``transpose`` maps Λ_y to (Λ_{z₁}, …), ``bias_term`` gives Λ_y·b (shape (B, S)) or None."""
+
+    def linear(self, *zs):
+        return self.forward(*zs)
 
     def abs_linear(self, *rads):
         raise NotImplementedError
@@ -97,6 +100,9 @@ class _Conv(_Affine):
 
     def forward(self, z):
         return F.conv2d(z, self.w, self.b, self.stride, self.padding, self.dilation, self.groups)
+
+    def linear(self, z):
+        return F.conv2d(z, self.w, None, self.stride, self.padding, self.dilation, self.groups)
 
     def abs_linear(self, r):
         return F.conv2d(r, self.w.abs(), None, self.stride, self.padding, self.dilation, self.groups)
@@ -130,6 +136,9 @@ class _Linear(_Affine):
     def forward(self, z):
         return F.linear(z, self.w, self.b)
 
+    def linear(self, z):
+        return F.linear(z, self.w)
+
     def abs_linear(self, r):
         return F.linear(r, self.w.abs())
 
@@ -148,6 +157,9 @@ class _ChannelAffine(_Affine):
 
     def forward(self, z):
         return z * self.scale + self.shift
+
+    def linear(self, z):
+        return z * self.scale
 
     def abs_linear(self, r):
         return r * self.scale.abs()
@@ -643,6 +655,11 @@ def _trace_reference_cell(g: BoundGraph, cell: ReferenceCell, s0: int, s1: int, 
 
 
 # --------------------------------------------------------------------------- bound propagation
+NONLINEAR = (_ReLU, _MaxPool)
+#: bytes that one chunk of intermediate CROWN rows may use per live coefficient tensor
+ROW_BUDGET = 256 * 2**20
+
+
 def _check_args(x, eps, norm, method, clip, relu_slope):
     if method not in METHODS:
         raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
@@ -652,6 +669,8 @@ def _check_args(x, eps, norm, method, clip, relu_slope):
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a (B, C, H, W) tensor of pixels, got {type(x).__name__} "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds NaN or infinite pixels; bounds need finite images in pixel units")
     eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
     if eps_t.dim() > 1 or (eps_t.dim() == 1 and eps_t.numel() != x.shape[0]):
         raise ValueError(f"eps must be a number or a ({x.shape[0]},) tensor (one per sample), got shape "
@@ -661,11 +680,24 @@ def _check_args(x, eps, norm, method, clip, relu_slope):
     if clip is not None:
         if len(clip) != 2 or not clip[0] < clip[1]:
             raise ValueError(f"clip must be None or (low, high) with low < high, got {clip!r}")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < clip[0] or hi > clip[1]:
+            raise ValueError(f"x has pixels in [{lo:.4g}, {hi:.4g}], outside the clip box {tuple(clip)}: the ball would "
+                             "not contain x. Pass images in pixel units [0, 1] (normalisation is the model's first "
+                             "layer), or clip=None to bound the unclipped ball")
     return eps_t.expand(x.shape[0]).reshape(-1, 1, 1, 1), norm
 
 
 class _Bounder:
-    """Bounds on the nodes of a traced graph over one ball (per-sample ε)."""
+    """Bounds on the nodes of a traced graph over one ball (per-sample ε).
+
+    ``pre[z]``: the bounds on node z used to relax its nonlinear consumers (ReLU / max pool).
+    ``interval(i)``: node i's interval, propagated lazily from the input box through the affine
+    nodes and through every nonlinear node *from its refined ``pre`` bounds* (so refining one layer
+    tightens the cheap bounds of all later ones). For an ℓ2 ball, nodes that are one convolution of
+    the input (up to per-channel affine maps on either side, e.g. Normalize → stem conv → BN) get
+    the exact ℓ2 interval  f(x) ± ε‖row‖₂, intersected with the box interval.
+    """
 
     def __init__(self, g: BoundGraph, eps, norm, clip, relu_slope):
         self.g, self.eps, self.norm, self.relu_slope = g, eps, norm, relu_slope
@@ -675,23 +707,168 @@ class _Bounder:
         if clip is not None:
             lo, hi = lo.clamp(min=clip[0]), hi.clamp(max=clip[1])
         self.box = (lo, hi)
-        self.ibp = self._interval_pass()
-        self.pre: dict[int, tuple] = {}  # bounds used to relax a nonlinear node's input
+        self.pre: dict[int, tuple] = {}
         self._relax: dict[int, tuple] = {}
+        self._iv: list[tuple] = [self.box]
+        self._rows2 = {0: torch.ones_like(x[:1])} if norm == 2 else {}  # squared ℓ2 row norms
+        self._diagonal = {0}  # nodes whose rows are per-pixel scalings of the input
+        self.consumers: dict[int, list[int]] = {}
+        for i, op in enumerate(g.ops):
+            if isinstance(op, NONLINEAR):
+                self.consumers.setdefault(g.inputs[i][0], []).append(i)
 
-    def _interval_pass(self) -> list:
-        g, out = self.g, [self.box]
-        for i in range(1, len(g.ops)):
-            op, ins = g.ops[i], g.inputs[i]
-            if isinstance(op, (_ReLU, _MaxPool)):
-                l, u = out[ins[0]]
-                out.append((op.forward(l), op.forward(u)))
+    # -- intervals
+    def interval(self, i: int) -> tuple:
+        g = self.g
+        while len(self._iv) <= i:
+            j = len(self._iv)
+            op, ins = g.ops[j], g.inputs[j]
+            if isinstance(op, NONLINEAR):
+                l, u = self.pre[ins[0]] if ins[0] in self.pre else self._iv[ins[0]]
+                self._iv.append((op.forward(l), op.forward(u)))
+                continue
+            mids = [(self._iv[k][0] + self._iv[k][1]) / 2 for k in ins]
+            rads = [(self._iv[k][1] - self._iv[k][0]) / 2 for k in ins]
+            m, r = op.forward(*mids), op.abs_linear(*rads)
+            l, u = m - r, m + r
+            if self.norm == 2:
+                l, u = self._l2_interval(j, op, ins, l, u)
+            self._iv.append((l, u))
+        return self._iv[i]
+
+    def _l2_interval(self, j, op, ins, l, u):
+        """Exact ℓ2 bounds f(x) ± ε‖row‖₂ where node j is (channel affine ∘) conv (∘ channel affine) of x."""
+        z = ins[0] if len(ins) == 1 else None
+        if isinstance(op, _ChannelAffine) and z in self._rows2:
+            self._rows2[j] = self._rows2[z] * op.scale**2
+            if z in self._diagonal:
+                self._diagonal.add(j)
+        elif isinstance(op, _Conv) and z in self._diagonal:
+            self._rows2[j] = F.conv2d(self._rows2[z], op.w**2, None, op.stride, op.padding, op.dilation, op.groups)
+        else:
+            return l, u
+        rad = self.eps * self._rows2[j].sqrt()
+        v = self.g.values[j]
+        return torch.maximum(l, v - rad), torch.minimum(u, v + rad)
+
+    def use_ibp_intermediate(self):
+        for z in sorted(self.consumers):
+            self.pre[z] = self.interval(z)
+
+    # -- CROWN intermediate bounds
+    def crown_intermediate(self, refine: bool = True):
+        """Bounds on the input z of every ReLU / max pool, in topological order, as the tightest of
+        1. the interval from the layers bounded so far (``interval``);
+        2. forward-mode linear bounds: every node carries a lower and an upper linear function of
+           the input x' (Λ̲·x' + β̲ ≤ node ≤ Λ̄·x' + β̄), pushed through affine nodes as a centre and
+           radius, L·(Λ̲+Λ̄)/2 ∓ |L|·(Λ̄−Λ̲)/2, and through ReLU / max pool by their relaxations; its
+           cost grows with the input dimension, not with the number of neurons;
+        3. (``refine``) backward CROWN passes for the neurons whose relaxation is still undecided
+           — unstable ReLU inputs (l < 0 < u) and the inputs of max-pool windows that no input is
+           known to dominate. Stable neurons are relaxed exactly whatever their bounds.
+        """
+        g = self.g
+        last = max(self.consumers)
+        last_use = {k: i for i in range(1, last + 1) for k in g.inputs[i]}
+        lin = {0: self._input_linear()}
+        for j in range(1, last + 1):
+            lin[j] = self._linear_step(j, lin)
+            for k in set(g.inputs[j]):
+                if last_use.get(k) == j:
+                    del lin[k]
+            if j in self.consumers:
+                l, u = self.interval(j)
+                lf, uf = self._concretize_linear(lin[j])
+                l, u = torch.maximum(l, lf), torch.minimum(u, uf)
+                need = self._undecided(j, l, u)
+                if refine and bool(need.any()):
+                    cl, cu = self.crown_bounds(j, need)
+                    l, u = torch.where(need, torch.maximum(l, cl), l), torch.where(need, torch.minimum(u, cu), u)
+                self.pre[j] = (l, u)
+            if last_use.get(j) is None:
+                del lin[j]
+
+    def _input_linear(self):
+        """(centre Λ, radius Λ, centre β, radius β) of node 0: x' = I·x'; Λ as (B·n, *shape), n = #pixels."""
+        x = self.x
+        B, n = x.shape[0], x[0].numel()
+        eye = torch.eye(n, dtype=x.dtype, device=x.device).view(1, n, *x.shape[1:]).expand(B, -1, *x.shape[1:])
+        eye = eye.reshape(B * n, *x.shape[1:])
+        return eye, torch.zeros_like(eye), torch.zeros_like(x), torch.zeros_like(x)
+
+    def _linear_step(self, j: int, lin: dict):
+        g, op, ins = self.g, self.g.ops[j], self.g.inputs[j]
+        B, n = self.x.shape[0], self.x[0].numel()
+        if isinstance(op, _Const):
+            v = op.value
+            zero = v.new_zeros(B * n, *v.shape[1:])
+            return zero, zero, v, torch.zeros_like(v)
+        if isinstance(op, NONLINEAR):
+            cL, rL, cb, rb = lin[ins[0]]
+            lowL, upL, lowb, upb = cL - rL, cL + rL, cb - rb, cb + rb
+            if isinstance(op, _ReLU):
+                sl, su, bu = relu_relaxation(*self.pre[ins[0]], self.relu_slope)
+                rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731 (per image → per row)
+                lowL, upL = lowL * rep(sl), upL * rep(su)
+                lowb, upb = lowb * sl, upb * su + bu
             else:
-                mids = [(out[j][0] + out[j][1]) / 2 for j in ins]
-                rads = [(out[j][1] - out[j][0]) / 2 for j in ins]
-                m, r = op.forward(*mids), op.abs_linear(*rads)
-                out.append((m - r, m + r))
-        return out
+                idx, c, _ = self._relaxation(j)  # max_i z_i ≥ z_idx and ≤ z_idx + c
+                shape, rows = g.shape(j), idx.repeat_interleave(n, 0)
+                lowL, upL = (_gather_windows(t, rows).view(-1, *shape) for t in (lowL, upL))
+                lowb = _gather_windows(lowb, idx).view(-1, *shape)
+                upb = (_gather_windows(upb, idx) + c.squeeze(1)).view(-1, *shape)
+            return (lowL + upL) / 2, (upL - lowL) / 2, (lowb + upb) / 2, (upb - lowb) / 2
+        parts = [lin[k] for k in ins]
+        return (op.linear(*[p[0] for p in parts]), op.abs_linear(*[p[1] for p in parts]),
+                op.forward(*[p[2] for p in parts]), op.abs_linear(*[p[3] for p in parts]))
+
+    def _concretize_linear(self, lin) -> tuple:
+        """(l, u) of a node from its forward-mode linear bounds, by concretising each neuron's
+        lower and upper linear function over the ball."""
+        cL, rL, cb, rb = lin
+        B, n, shape = self.x.shape[0], self.x[0].numel(), cb.shape[1:]
+
+        def per_neuron(L):  # (B·n, *shape) → (B, N, *input shape)
+            return L.reshape(B, n, -1).transpose(1, 2).reshape(B, -1, *self.x.shape[1:])
+
+        l = self.concretize(per_neuron(cL - rL)).view(B, *shape) + cb - rb
+        u = -self.concretize(per_neuron(-(cL + rL))).view(B, *shape) + cb + rb
+        return l, u
+
+    def _undecided(self, z, l, u) -> torch.Tensor:
+        need = torch.zeros_like(l, dtype=torch.bool)
+        for i in self.consumers[z]:
+            op = self.g.ops[i]
+            if isinstance(op, _ReLU):
+                need |= (l < 0) & (u > 0)
+            else:
+                need |= _maxpool_undecided(op, l, u)
+        return need
+
+    def crown_bounds(self, z: int, need: torch.Tensor) -> tuple:
+        """(l, u), each shaped like node z: CROWN bounds where ``need`` (B, *shape) is set, ∓inf
+        elsewhere. One backward pass per chunk of rows ±e_i, the rows of each image padded to the
+        largest count in the batch."""
+        B, shape = need.shape[0], need.shape[1:]
+        N = math.prod(shape)
+        flat = need.reshape(B, N)
+        counts = flat.sum(1)
+        S = int(counts.max())
+        order = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :S]  # needed neurons first
+        valid = torch.arange(S, device=need.device) < counts[:, None]
+        widest = max(math.prod(self.g.shape(i)) for i in range(z + 1))
+        chunk = max(1, ROW_BUDGET // (2 * B * widest * self.x.element_size()))
+        low = torch.full((B, N), -math.inf, dtype=self.x.dtype, device=self.x.device)
+        up = torch.full_like(low, math.inf)
+        for start in range(0, S, chunk):
+            idx, ok = order[:, start : start + chunk], valid[:, start : start + chunk]
+            s = idx.shape[1]
+            rows = torch.zeros(B, s, N, dtype=self.x.dtype, device=self.x.device)
+            rows.scatter_(2, idx.unsqueeze(2), ok.unsqueeze(2).to(rows.dtype))
+            lb = self.lower(z, torch.cat([rows, -rows], 1).view(B, 2 * s, *shape))
+            low = low.scatter(1, idx, torch.where(ok, lb[:, :s], -math.inf))
+            up = up.scatter(1, idx, torch.where(ok, -lb[:, s:], math.inf))
+        return low.view(B, *shape), up.view(B, *shape)
 
     # -- relaxations
     def _relaxation(self, i: int):
@@ -704,37 +881,15 @@ class _Bounder:
                 self._relax[i] = _maxpool_relaxation(op, l, u)
         return self._relax[i]
 
-    def crown_intermediate(self, chunk: int = 2048):
-        """CROWN bounds (∩ IBP) on the input of every ReLU / max pool, in topological order."""
-        g = self.g
-        for i, op in enumerate(g.ops):
-            if isinstance(op, (_ReLU, _MaxPool)) and g.inputs[i][0] not in self.pre:
-                z = g.inputs[i][0]
-                shape, B = g.shape(z), g.values[0].shape[0]
-                N = math.prod(shape)
-                lows, ups = [], []
-                for start in range(0, N, chunk):
-                    rows = torch.eye(N, dtype=self.x.dtype, device=self.x.device)[start : start + chunk]
-                    spec = torch.cat([rows, -rows]).view(1, -1, *shape).expand(B, -1, *shape)
-                    lb = self.backward(z, spec)
-                    lows.append(lb[:, : len(rows)])
-                    ups.append(-lb[:, len(rows) :])
-                l = torch.cat(lows, 1).view(B, *shape)
-                u = torch.cat(ups, 1).view(B, *shape)
-                li, ui = self.ibp[z]
-                self.pre[z] = (torch.maximum(l, li), torch.minimum(u, ui))
-
-    def use_ibp_intermediate(self):
-        for i, op in enumerate(self.g.ops):
-            if isinstance(op, (_ReLU, _MaxPool)):
-                self.pre[self.g.inputs[i][0]] = self.ibp[self.g.inputs[i][0]]
-
     # -- backward pass
-    def backward(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False) -> torch.Tensor:
-        """Lower bound (B, S) of Σ A·node_start over the ball, A of shape (B, S, *shape)."""
+    def backward(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False):
+        """Σ A·node_start ≥ Λ·x' + β over the ball: returns (Λ, β), Λ of shape (B, S, *input shape)
+        (None when no path reaches the input) and β (B, S). With ``stop_at_nonlinear`` the pass
+        stops at every ReLU / max pool and concretises there on its (refined) interval (IBP)."""
         g = self.g
         acc = {start: A}
-        lower = A.new_zeros(A.shape[:2])
+        offset = A.new_zeros(A.shape[:2])
+        coef = None
         for i in range(start, -1, -1):
             A = acc.pop(i, None)
             if A is None:
@@ -742,33 +897,104 @@ class _Bounder:
             A = A.contiguous()
             op = g.ops[i]
             if i == 0:
-                lower = lower + self._concretize_input(A)
+                coef = A
                 continue
-            if isinstance(op, (_ReLU, _MaxPool)):
+            if isinstance(op, NONLINEAR):
                 if stop_at_nonlinear:
-                    lower = lower + _box_lower(A, *self.ibp[i])
+                    offset = offset + _box_lower(A, *self.interval(i))
                     continue
                 relax = self._relaxation(i)
                 A_in, b = (_relu_backward if isinstance(op, _ReLU) else _maxpool_backward)(A, relax)
-                lower = lower + b
+                offset = offset + b
                 As = [A_in]
             else:
                 b = op.bias_term(A)
                 if b is not None:
-                    lower = lower + b
+                    offset = offset + b
                 As = op.transpose(A, [g.shape(j) for j in g.inputs[i]])
             for j, a in zip(g.inputs[i], As):
                 acc[j] = a if j not in acc else acc[j] + a
-        return lower
+        return coef, offset
 
-    def _concretize_input(self, A):
-        if self.norm == "inf":
-            return _box_lower(A, *self.box)
-        x = self.x.unsqueeze(1)
-        lower = (A * x).flatten(2).sum(-1) - self.eps.view(-1, 1) * A.flatten(2).norm(dim=-1)
+    def lower(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False) -> torch.Tensor:
+        """Lower bound (B, S) of Σ A·node_start over the ball, A of shape (B, S, *shape)."""
+        coef, offset = self.backward(start, A, stop_at_nonlinear)
+        return offset if coef is None else offset + self.concretize(coef)
+
+    def concretize(self, A, eps=None) -> torch.Tensor:
+        """min of Σ A·x' over the ball of radius ``eps`` (default: the bounder's ε) ∩ the clip box."""
+        eps = self.eps if eps is None else eps.view(-1, 1, 1, 1)
+        lo, hi = self.x - eps, self.x + eps
         if self.clip is not None:
-            lower = torch.maximum(lower, _box_lower(A, *self.box))
-        return lower
+            lo, hi = lo.clamp(min=self.clip[0]), hi.clamp(max=self.clip[1])
+        box = _box_lower(A, lo, hi)
+        if self.norm == "inf":
+            return box
+        lower = (A * self.x.unsqueeze(1)).flatten(2).sum(-1) - eps.view(-1, 1) * A.flatten(2).norm(dim=-1)
+        return lower if self.clip is None else torch.maximum(lower, box)
+
+    def certified_below(self, coef, offset, threshold: float = 0.0, iters: int = 40) -> torch.Tensor:
+        """(B,) the largest ε' ≤ ε (per sample) with  min_s β_s + min_{‖x'−x‖≤ε'} Λ_s·x' > threshold,
+        by bisection on the concretisation alone: relaxations built for the ε-ball stay sound on
+        every smaller ball, so one backward pass certifies a whole range of radii."""
+        eps = self.eps.view(-1)
+
+        def ok(e):
+            return (offset + self.concretize(coef, e)).amin(1) > threshold
+
+        lo, hi = torch.zeros_like(eps), eps.clone()
+        top = ok(hi)
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            good = ok(mid)
+            lo, hi = torch.where(good, mid, lo), torch.where(good, hi, mid)
+        return torch.where(top, eps, lo)
+
+    # -- α-CROWN: optimised lower ReLU slopes for the final specification
+    def optimized_lower(self, start: int, A: torch.Tensor, steps: int = 20, lr: float = 0.1):
+        """(lower (B, S), Λ, β) with the lower slope a_l ∈ [0, 1] of every unstable ReLU chosen per
+        specification row by ``steps`` Adam steps on the bound (α-CROWN, Xu et al. 2021); every
+        slope in [0, 1] gives a sound bound, and the best bound of each row over the steps is kept
+        (with its Λ, β). No gradient flows to the model."""
+        g = self.g
+        B, S = A.shape[:2]
+        A = A.detach()
+        relus = [i for i, op in enumerate(g.ops[: start + 1]) if isinstance(op, _ReLU)]
+        saved = {i: self._relaxation(i) for i in relus}
+        slopes, unstable = {}, {}
+        for i in relus:
+            sl, su, bu = (t.detach() for t in saved[i])
+            unstable[i] = (su > 0) & (su < 1)
+            slopes[i] = sl.expand(B, S, *sl.shape[2:]).clone().requires_grad_(True)
+        best = coef_best = off_best = None
+        opt = torch.optim.Adam(list(slopes.values()), lr=lr, maximize=True)
+        try:
+            for step in range(steps + 1):
+                with torch.enable_grad():
+                    for i in relus:
+                        sl, su, bu = (t.detach() for t in saved[i])
+                        self._relax[i] = (torch.where(unstable[i], slopes[i], sl), su, bu)
+                    coef, offset = self.backward(start, A)
+                    lb = offset + self.concretize(coef)
+                    grads = torch.autograd.grad(lb.sum(), list(slopes.values())) if step < steps and relus else None
+                if best is None:
+                    best, coef_best, off_best = lb.detach(), coef.detach(), offset.detach()
+                else:
+                    better = lb.detach() > best
+                    best = torch.where(better, lb.detach(), best)
+                    coef_best = torch.where(better.view(B, S, *[1] * (coef.dim() - 2)), coef.detach(), coef_best)
+                    off_best = torch.where(better, offset.detach(), off_best)
+                if grads is None:
+                    break
+                for p, gr in zip(slopes.values(), grads):
+                    p.grad = gr
+                opt.step()
+                with torch.no_grad():
+                    for p in slopes.values():
+                        p.clamp_(0.0, 1.0)
+        finally:
+            self._relax.update(saved)
+        return best, coef_best, off_best
 
 
 def _box_lower(A, l, u):
@@ -798,13 +1024,18 @@ def _relu_backward(A, relax):
     return A * torch.where(A >= 0, sl, su), (A.clamp(max=0) * bu).flatten(2).sum(-1)
 
 
+def _windows(op: _MaxPool, t: torch.Tensor) -> torch.Tensor:
+    """(B, C, k·k, L): the max-pool windows of t, padding as −inf."""
+    B, C = t.shape[:2]
+    (kh, kw), (sh, sw), (ph, pw) = op.k, op.s, op.p
+    return F.unfold(F.pad(t, (pw, pw, ph, ph), value=-math.inf), (kh, kw), stride=(sh, sw)).view(B, C, kh * kw, -1)
+
+
 def _maxpool_relaxation(op: _MaxPool, l, u):
     """For each window: flat input index of j = argmax l (B, C, L) and the offset c ≥ 0 (B, 1, C, L)."""
     B, C, H, W = l.shape
     (kh, kw), (sh, sw), (ph, pw) = op.k, op.s, op.p
-    pad = (pw, pw, ph, ph)
-    lw = F.unfold(F.pad(l, pad, value=-math.inf), (kh, kw), stride=(sh, sw)).view(B, C, kh * kw, -1)
-    uw = F.unfold(F.pad(u, pad, value=-math.inf), (kh, kw), stride=(sh, sw)).view(B, C, kh * kw, -1)
+    lw, uw = _windows(op, l), _windows(op, u)
     j = lw.argmax(2, keepdim=True)
     u_others = uw.scatter(2, j, -math.inf).amax(2)
     c = (u_others - lw.gather(2, j).squeeze(2)).clamp(min=0)
@@ -813,6 +1044,23 @@ def _maxpool_relaxation(op: _MaxPool, l, u):
     rows = (torch.arange(Ho, device=l.device) * sh - ph).repeat_interleave(Wo) + j // kw
     cols = (torch.arange(Wo, device=l.device) * sw - pw).repeat(Ho) + j % kw
     return rows * W + cols, c.unsqueeze(1), (H, W)
+
+
+def _maxpool_undecided(op: _MaxPool, l, u) -> torch.Tensor:
+    """Inputs of the windows whose maximum no input is known to attain (max_{i≠j} u_i > l_j)."""
+    B, C, H, W = l.shape
+    lw, uw = _windows(op, l), _windows(op, u)
+    j = lw.argmax(2, keepdim=True)
+    open_ = uw.scatter(2, j, -math.inf).amax(2) > lw.gather(2, j).squeeze(2)  # (B, C, L)
+    k = op.k[0] * op.k[1]
+    cover = F.fold(open_.to(l.dtype).unsqueeze(2).expand(-1, -1, k, -1).reshape(B, C * k, -1), (H, W), op.k,
+                   padding=op.p, stride=op.s)
+    return cover > 0
+
+
+def _gather_windows(t, idx):
+    """(B, C, L): t (B, C, H, W) at the flat index idx (B, C, L) of each of the L windows."""
+    return t.flatten(2).gather(2, idx).view(*t.shape[:2], -1)
 
 
 def _maxpool_backward(A, relax):
@@ -831,22 +1079,39 @@ def _bounder(model, x, eps, norm, method, clip, relu_slope, graph=None) -> tuple
         raise ValueError("graph must be a trace of the model on x (use trace(model, x_batch).head(len(x)) "
                          f"when x is the head of a larger batch); it holds inputs of shape {tuple(graph.values[0].shape)}")
     bd = _Bounder(graph, eps_t, norm, clip, relu_slope)
-    if method == "crown":
+    if method in ("crown", "alpha-crown"):
         bd.crown_intermediate()
-    elif method == "crown-ibp":
+    else:
         bd.use_ibp_intermediate()
     return bd, norm
 
 
+def _spec_certificate(bd: _Bounder, spec: torch.Tensor, method: str, alpha_steps: int):
+    """(lower (B, S), Λ, β): the better of the IBP bound (on the refined intervals) and the linear
+    bound of ``method`` per row — both are sound, so their maximum is; Λ, β of the linear bound."""
+    out = bd.g.output
+    ibp = bd.lower(out, spec, stop_at_nonlinear=True)
+    if method == "ibp":
+        return ibp, None, None
+    if method == "alpha-crown":
+        lb, coef, offset = bd.optimized_lower(out, spec, alpha_steps)
+    else:
+        coef, offset = bd.backward(out, spec)
+        lb = offset + bd.concretize(coef)
+    return torch.maximum(lb, ibp), coef, offset
+
+
 def spec_bounds(model: nn.Module, x: torch.Tensor, spec: torch.Tensor, eps, norm="inf", method="crown-ibp",
-                clip=(0.0, 1.0), relu_slope="adaptive", graph: BoundGraph | None = None) -> torch.Tensor:
+                clip=(0.0, 1.0), relu_slope="adaptive", graph: BoundGraph | None = None,
+                alpha_steps: int = 20) -> torch.Tensor:
     """Lower bounds (B, S) of spec[b, s]·f(x') over the ball, spec of shape (B, S, num_classes).
-    ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head)."""
+    ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head).
+    ``alpha_steps``: optimisation steps of the ReLU slopes for ``method="alpha-crown"``."""
     bd, _ = _bounder(model, x, eps, norm, method, clip, relu_slope, graph)
     K = bd.g.shape(bd.g.output)
     if spec.dim() != 3 or spec.shape[0] != x.shape[0] or tuple(spec.shape[2:]) != K:
         raise ValueError(f"spec must have shape ({x.shape[0]}, S, {K[0]}), got {tuple(spec.shape)}")
-    return bd.backward(bd.g.output, spec.to(x.dtype), stop_at_nonlinear=method == "ibp")
+    return _spec_certificate(bd, spec.to(x.dtype), method, alpha_steps)[0]
 
 
 def output_bounds(model: nn.Module, x: torch.Tensor, eps, norm="inf", method="crown-ibp", clip=(0.0, 1.0),
@@ -875,12 +1140,7 @@ def margin_spec(y: torch.Tensor, num_classes: int, targets: torch.Tensor | None 
     return (eye[y] - eye[targets]).unsqueeze(1)
 
 
-def margin_lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown-ibp",
-                       targets: torch.Tensor | None = None, clip=(0.0, 1.0), relu_slope="adaptive",
-                       graph: BoundGraph | None = None) -> torch.Tensor:
-    """(B,) lower bound of min_{t≠y} f_y(x') − f_t(x') over the ball (of f_y − f_{targets} if given),
-    computed on the margin itself (specification rows e_y − e_t propagated backward).
-    ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head)."""
+def _margin_rows(model, x, y, targets):
     K = _num_classes(model)
     y = torch.as_tensor(y, device=x.device)
     if y.shape != (x.shape[0],) or bool(((y < 0) | (y >= K)).any()):
@@ -889,8 +1149,37 @@ def margin_lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, 
         targets = torch.as_tensor(targets, device=x.device)
         if bool(((targets < 0) | (targets >= K)).any()):
             raise ValueError(f"targets must be labels in 0..{K - 1}, got {targets.tolist()}")
-    spec = margin_spec(y, K, targets, x.dtype)
-    return spec_bounds(model, x, spec, eps, norm, method, clip, relu_slope, graph).amin(1)
+    return margin_spec(y, K, targets, x.dtype)
+
+
+def margin_lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown-ibp",
+                       targets: torch.Tensor | None = None, clip=(0.0, 1.0), relu_slope="adaptive",
+                       graph: BoundGraph | None = None, alpha_steps: int = 20) -> torch.Tensor:
+    """(B,) lower bound of min_{t≠y} f_y(x') − f_t(x') over the ball (of f_y − f_{targets} if given),
+    computed on the margin itself (specification rows e_y − e_t propagated backward).
+    ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head)."""
+    spec = _margin_rows(model, x, y, targets)
+    return spec_bounds(model, x, spec, eps, norm, method, clip, relu_slope, graph, alpha_steps).amin(1)
+
+
+def margin_certificate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown",
+                       targets: torch.Tensor | None = None, clip=(0.0, 1.0), relu_slope="adaptive",
+                       alpha_steps: int = 20, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, r), each (B,): m the margin lower bound over the ε-ball (as ``margin_lower_bound``) and
+    r ≤ ε a radius that the same bound certifies: ε where m > threshold, else the largest ε' whose
+    concretisation of the linear bound (Λ, β) built at ε is still > threshold (0 for ``ibp``,
+    whose bound is not linear in the input). Relaxations sound on the ε-ball are sound on every
+    smaller ball, so r is a certificate without another backward pass."""
+    spec = _margin_rows(model, x, y, targets)
+    bd, _ = _bounder(model, x, eps, norm, method, clip, relu_slope)
+    lb, coef, offset = _spec_certificate(bd, spec, method, alpha_steps)
+    m = lb.amin(1)
+    eps_b = bd.eps.view(-1)
+    if coef is None:
+        r = torch.where(m > threshold, eps_b, torch.zeros_like(eps_b))
+    else:
+        r = torch.where(m > threshold, eps_b, bd.certified_below(coef, offset, threshold))
+    return m, r
 
 
 def _num_classes(model: nn.Module) -> int:
