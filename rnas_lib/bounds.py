@@ -391,6 +391,7 @@ class BoundGraph:
         self.inputs: list[tuple[int, ...]] = [()]
         self.values: list[torch.Tensor] = [x]
         self._shared: dict[tuple, int] = {}
+        self.blocks: list[tuple[str, int, int]] = []  # (label, first node, output node) of stem and cells
 
     def add(self, op, *inputs: int) -> int:
         self.values.append(op.forward(*[self.values[i] for i in inputs]))
@@ -422,7 +423,26 @@ class BoundGraph:
         g = BoundGraph.__new__(BoundGraph)
         g.ops = [_Const(op.value[:n]) if isinstance(op, _Const) else op for op in self.ops]
         g.inputs, g.values, g._shared = self.inputs, [v[:n] for v in self.values], self._shared
+        g.blocks = self.blocks
         return g
+
+    def block_start(self, i: int, depth: int | None) -> int | None:
+        """First node of the block ``depth`` − 1 blocks before node i's (None: no block, or depth None)."""
+        if depth is None:
+            return None
+        for k, (_, first, last) in enumerate(self.blocks):
+            if first <= i <= last:
+                return self.blocks[max(0, k - depth + 1)][1]
+        return None
+
+    def crossing_nodes(self) -> set[int]:
+        """Nodes used by a later block than their own (the cut points of ``block_start``)."""
+        starts = sorted(first for _, first, _ in self.blocks)
+        out = set()
+        for j, ins in enumerate(self.inputs):
+            start = max((f for f in starts if f <= j), default=0)
+            out.update(k for k in ins if k < start)
+        return out
 
     @property
     def output(self) -> int:
@@ -554,10 +574,16 @@ def _head(g: BoundGraph, net: nn.Module, z: int) -> int:
     return g.add(_Linear(net.classifier.weight, net.classifier.bias), g.add(_GlobalAvgPool(), z))
 
 
+def _block(g: BoundGraph, label: str, first: int, out: int) -> int:
+    g.blocks.append((label, first, out))
+    return out
+
+
 def _trace_network(g: BoundGraph, net: Network, z: int) -> int:
-    s0 = s1 = _trace(g, net.stem, _trace(g, net.normalize, z))
-    for cell in net.cells:
-        s0, s1 = s1, _trace_cell(g, cell, s0, s1)
+    s0 = s1 = _block(g, "stem", len(g.ops), _trace(g, net.stem, _trace(g, net.normalize, z)))
+    for k, cell in enumerate(net.cells):
+        label = f"cell {k} ({'reduction' if cell.reduction else 'normal'})"
+        s0, s1 = s1, _block(g, label, len(g.ops), _trace_cell(g, cell, s0, s1))
     return _head(g, net, s1)
 
 
@@ -571,16 +597,17 @@ def _trace_cell(g: BoundGraph, cell: Cell, s0: int, s1: int) -> int:
 
 def _trace_search_network(g: BoundGraph, net: SearchNetwork, z: int) -> int:
     w_normal, w_reduce = net.op_weights()
-    s0 = s1 = _trace(g, net.stem, _trace(g, net.normalize, z))
-    for cell in net.cells:
+    s0 = s1 = _block(g, "stem", len(g.ops), _trace(g, net.stem, _trace(g, net.normalize, z)))
+    for k, cell in enumerate(net.cells):
         w = w_reduce if cell.reduction else w_normal
+        first = len(g.ops)
         if isinstance(cell, SearchCell):
             out = _trace_search_cell(g, cell, s0, s1, w)
         elif isinstance(cell, ReferenceCell):
             out = _trace_reference_cell(g, cell, s0, s1, w)
         else:
             raise ValueError(f"bounds: no rule for search cell {type(cell).__name__}")
-        s0, s1 = s1, out
+        s0, s1 = s1, _block(g, f"cell {k} ({'reduction' if cell.reduction else 'normal'})", first, out)
     return _head(g, net, s1)
 
 
@@ -756,7 +783,7 @@ class _Bounder:
             self.pre[z] = self.interval(z)
 
     # -- CROWN intermediate bounds
-    def crown_intermediate(self, refine: bool = True):
+    def crown_intermediate(self, refine: bool = True, depth: int | None = None):
         """Bounds on the input z of every ReLU / max pool, in topological order, as the tightest of
         1. the interval from the layers bounded so far (``interval``);
         2. forward-mode linear bounds: every node carries a lower and an upper linear function of
@@ -764,29 +791,83 @@ class _Bounder:
            radius, L·(Λ̲+Λ̄)/2 ∓ |L|·(Λ̄−Λ̲)/2, and through ReLU / max pool by their relaxations; its
            cost grows with the input dimension, not with the number of neurons;
         3. (``refine``) backward CROWN passes for the neurons whose relaxation is still undecided
-           — unstable ReLU inputs (l < 0 < u) and the inputs of max-pool windows that no input is
-           known to dominate. Stable neurons are relaxed exactly whatever their bounds.
+           — unstable ReLU inputs (l < 0 < u) and the candidates of max-pool windows that no input
+           is known to dominate (stable neurons are relaxed exactly whatever their bounds). The
+           linear functions of a backward pass replace the forward ones where they bound tighter,
+           so later layers inherit them. ``depth``: None runs each pass down to the input (full
+           CROWN); d stops it at the inputs of the block (stem / cell) d − 1 blocks before z's and
+           substitutes their linear bounds there, cutting the cost of a row from the whole prefix
+           to d blocks.
         """
         g = self.g
         last = max(self.consumers)
         last_use = {k: i for i in range(1, last + 1) for k in g.inputs[i]}
-        lin = {0: self._input_linear()}
-        for j in range(1, last + 1):
-            lin[j] = self._linear_step(j, lin)
-            for k in set(g.inputs[j]):
-                if last_use.get(k) == j:
-                    del lin[k]
-            if j in self.consumers:
-                l, u = self.interval(j)
-                lf, uf = self._concretize_linear(lin[j])
-                l, u = torch.maximum(l, lf), torch.minimum(u, uf)
-                need = self._undecided(j, l, u)
-                if refine and bool(need.any()):
-                    cl, cu = self.crown_bounds(j, need)
-                    l, u = torch.where(need, torch.maximum(l, cl), l), torch.where(need, torch.minimum(u, cu), u)
-                self.pre[j] = (l, u)
-            if last_use.get(j) is None:
-                del lin[j]
+        keep = g.crossing_nodes() if depth is not None else set()
+        self._lin = lin = {0: self._input_linear()}
+        try:
+            for j in range(1, last + 1):
+                lin[j] = self._linear_step(j, lin)
+                for k in set(g.inputs[j]):
+                    if last_use.get(k) == j and k not in keep:
+                        del lin[k]
+                if j in self.consumers:
+                    l, u = self.interval(j)
+                    lf, uf = self._concretize_linear(lin[j])
+                    l, u = torch.maximum(l, lf), torch.minimum(u, uf)
+                    need = self._undecided(j, l, u)
+                    if refine and bool(need.any()):
+                        cl, cu, back = self.crown_bounds(j, need, g.block_start(j, depth))
+                        lin[j] = _tighter_linear(lin[j], back, need & (cl > l), need & (cu < u))
+                        l, u = torch.where(need, torch.maximum(l, cl), l), torch.where(need, torch.minimum(u, cu), u)
+                    self.pre[j] = (l, u)
+                if last_use.get(j) is None and j not in keep:
+                    del lin[j]
+        finally:
+            del self._lin
+
+    def _undecided(self, z, l, u) -> torch.Tensor:
+        need = torch.zeros_like(l, dtype=torch.bool)
+        for i in self.consumers[z]:
+            op = self.g.ops[i]
+            if isinstance(op, _ReLU):
+                need |= (l < 0) & (u > 0)
+            else:
+                need |= _maxpool_undecided(op, l, u)
+        return need
+
+    def crown_bounds(self, z: int, need: torch.Tensor, substitute_below: int | None = None) -> tuple:
+        """(l, u, linear): CROWN bounds on node z where ``need`` (B, *shape) is set (∓inf
+        elsewhere), and their linear functions (Λ̲, β̲, Λ̄, β̄), Λ (B, N, n) and β (B, N), zero
+        elsewhere. One backward pass per chunk of rows ±e_i, each image's rows padded to the
+        largest count in the batch."""
+        B, shape = need.shape[0], need.shape[1:]
+        N, n = math.prod(shape), self.x[0].numel()
+        flat = need.reshape(B, N)
+        counts = flat.sum(1)
+        S = int(counts.max())
+        order = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :S]  # needed neurons first
+        valid = torch.arange(S, device=need.device) < counts[:, None]
+        widest = max(math.prod(self.g.shape(i)) for i in range(z + 1))
+        chunk = max(1, ROW_BUDGET // (2 * B * widest * self.x.element_size()))
+        dt, dev = self.x.dtype, self.x.device
+        low, up = torch.full((B, N), -math.inf, dtype=dt, device=dev), torch.full((B, N), math.inf, dtype=dt, device=dev)
+        lowL, upL = torch.zeros(B, N, n, dtype=dt, device=dev), torch.zeros(B, N, n, dtype=dt, device=dev)
+        lowb, upb = torch.zeros(B, N, dtype=dt, device=dev), torch.zeros(B, N, dtype=dt, device=dev)
+        for start in range(0, S, chunk):
+            idx, ok = order[:, start : start + chunk], valid[:, start : start + chunk]
+            s = idx.shape[1]
+            rows = torch.zeros(B, s, N, dtype=dt, device=dev)
+            rows.scatter_(2, idx.unsqueeze(2), ok.unsqueeze(2).to(dt))
+            coef, offset = self.backward(z, torch.cat([rows, -rows], 1).view(B, 2 * s, *shape),
+                                         substitute_below=substitute_below)
+            lb = offset + self.concretize(coef)
+            low = low.scatter(1, idx, torch.where(ok, lb[:, :s], -math.inf))
+            up = up.scatter(1, idx, torch.where(ok, -lb[:, s:], math.inf))
+            coef = coef.reshape(B, 2 * s, n) * torch.cat([ok, ok], 1).unsqueeze(2)
+            rows_idx = idx.unsqueeze(2).expand(B, s, n)
+            lowL, upL = lowL.scatter(1, rows_idx, coef[:, :s]), upL.scatter(1, rows_idx, -coef[:, s:])
+            lowb, upb = lowb.scatter(1, idx, offset[:, :s]), upb.scatter(1, idx, -offset[:, s:])
+        return low.view(B, *shape), up.view(B, *shape), (lowL, lowb, upL, upb)
 
     def _input_linear(self):
         """(centre Λ, radius Λ, centre β, radius β) of node 0: x' = I·x'; Λ as (B·n, *shape), n = #pixels."""
@@ -835,41 +916,6 @@ class _Bounder:
         u = -self.concretize(per_neuron(-(cL + rL))).view(B, *shape) + cb + rb
         return l, u
 
-    def _undecided(self, z, l, u) -> torch.Tensor:
-        need = torch.zeros_like(l, dtype=torch.bool)
-        for i in self.consumers[z]:
-            op = self.g.ops[i]
-            if isinstance(op, _ReLU):
-                need |= (l < 0) & (u > 0)
-            else:
-                need |= _maxpool_undecided(op, l, u)
-        return need
-
-    def crown_bounds(self, z: int, need: torch.Tensor) -> tuple:
-        """(l, u), each shaped like node z: CROWN bounds where ``need`` (B, *shape) is set, ∓inf
-        elsewhere. One backward pass per chunk of rows ±e_i, the rows of each image padded to the
-        largest count in the batch."""
-        B, shape = need.shape[0], need.shape[1:]
-        N = math.prod(shape)
-        flat = need.reshape(B, N)
-        counts = flat.sum(1)
-        S = int(counts.max())
-        order = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :S]  # needed neurons first
-        valid = torch.arange(S, device=need.device) < counts[:, None]
-        widest = max(math.prod(self.g.shape(i)) for i in range(z + 1))
-        chunk = max(1, ROW_BUDGET // (2 * B * widest * self.x.element_size()))
-        low = torch.full((B, N), -math.inf, dtype=self.x.dtype, device=self.x.device)
-        up = torch.full_like(low, math.inf)
-        for start in range(0, S, chunk):
-            idx, ok = order[:, start : start + chunk], valid[:, start : start + chunk]
-            s = idx.shape[1]
-            rows = torch.zeros(B, s, N, dtype=self.x.dtype, device=self.x.device)
-            rows.scatter_(2, idx.unsqueeze(2), ok.unsqueeze(2).to(rows.dtype))
-            lb = self.lower(z, torch.cat([rows, -rows], 1).view(B, 2 * s, *shape))
-            low = low.scatter(1, idx, torch.where(ok, lb[:, :s], -math.inf))
-            up = up.scatter(1, idx, torch.where(ok, -lb[:, s:], math.inf))
-        return low.view(B, *shape), up.view(B, *shape)
-
     # -- relaxations
     def _relaxation(self, i: int):
         if i not in self._relax:
@@ -882,10 +928,14 @@ class _Bounder:
         return self._relax[i]
 
     # -- backward pass
-    def backward(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False):
+    def backward(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False,
+                 substitute_below: int | None = None):
         """Σ A·node_start ≥ Λ·x' + β over the ball: returns (Λ, β), Λ of shape (B, S, *input shape)
         (None when no path reaches the input) and β (B, S). With ``stop_at_nonlinear`` the pass
-        stops at every ReLU / max pool and concretises there on its (refined) interval (IBP)."""
+        stops at every ReLU / max pool and concretises there on its (refined) interval (IBP).
+        With ``substitute_below`` = k, a node i < k that has forward-mode linear bounds (during
+        ``crown_intermediate``) takes them instead of passing Λ on:  Λ_i·z_i ≥ Λ_i⁺·(Λ̲x' + β̲) +
+        Λ_i⁻·(Λ̄x' + β̄)."""
         g = self.g
         acc = {start: A}
         offset = A.new_zeros(A.shape[:2])
@@ -898,6 +948,11 @@ class _Bounder:
             op = g.ops[i]
             if i == 0:
                 coef = A
+                continue
+            if substitute_below is not None and i < substitute_below and i in self._lin:
+                sub, b = self._substitute(A, self._lin[i])
+                offset = offset + b
+                acc[0] = sub if 0 not in acc else acc[0] + sub
                 continue
             if isinstance(op, NONLINEAR):
                 if stop_at_nonlinear:
@@ -915,6 +970,17 @@ class _Bounder:
             for j, a in zip(g.inputs[i], As):
                 acc[j] = a if j not in acc else acc[j] + a
         return coef, offset
+
+    def _substitute(self, A, lin):
+        cL, rL, cb, rb = lin
+        B, S = A.shape[:2]
+        n = self.x[0].numel()
+        a = A.reshape(B, S, -1)
+        pos, neg = a.clamp(min=0), a.clamp(max=0)
+        lowL, upL = (t.reshape(B, n, -1) for t in (cL - rL, cL + rL))
+        coef = pos @ lowL.transpose(1, 2) + neg @ upL.transpose(1, 2)
+        offset = (pos * (cb - rb).reshape(B, 1, -1)).sum(-1) + (neg * (cb + rb).reshape(B, 1, -1)).sum(-1)
+        return coef.view(B, S, *self.x.shape[1:]), offset
 
     def lower(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False) -> torch.Tensor:
         """Lower bound (B, S) of Σ A·node_start over the ball, A of shape (B, S, *shape)."""
@@ -997,6 +1063,25 @@ class _Bounder:
         return best, coef_best, off_best
 
 
+def _tighter_linear(lin, back, use_low, use_up):
+    """Forward-mode linear bounds (centre/radius form, Λ as (B·n, *shape)) with the rows of neurons
+    ``use_low`` / ``use_up`` (B, *shape) replaced by the backward ones (Λ (B, N, n), β (B, N))."""
+    cL, rL, cb, rb = lin
+    lowL_b, lowb_b, upL_b, upb_b = back
+    B, shape = cb.shape[0], cb.shape[1:]
+    n = cL.shape[0] // B
+
+    def as_rows(t):  # (B, N, n) → (B·n, *shape)
+        return t.transpose(1, 2).reshape(B * n, *shape)
+
+    ml, mu = use_low.repeat_interleave(n, 0), use_up.repeat_interleave(n, 0)
+    lowL = torch.where(ml, as_rows(lowL_b), cL - rL)
+    upL = torch.where(mu, as_rows(upL_b), cL + rL)
+    lowb = torch.where(use_low, lowb_b.view(B, *shape), cb - rb)
+    upb = torch.where(use_up, upb_b.view(B, *shape), cb + rb)
+    return (lowL + upL) / 2, (upL - lowL) / 2, (lowb + upb) / 2, (upb - lowb) / 2
+
+
 def _box_lower(A, l, u):
     """min of Σ A·z over l ≤ z ≤ u."""
     return (A.clamp(min=0) * l.unsqueeze(1) + A.clamp(max=0) * u.unsqueeze(1)).flatten(2).sum(-1)
@@ -1047,14 +1132,15 @@ def _maxpool_relaxation(op: _MaxPool, l, u):
 
 
 def _maxpool_undecided(op: _MaxPool, l, u) -> torch.Tensor:
-    """Inputs of the windows whose maximum no input is known to attain (max_{i≠j} u_i > l_j)."""
+    """In each window whose maximum no input is known to attain (max_{i≠j} u_i > l_j, j = argmax l),
+    the inputs that decide its relaxation: j and every i with u_i > l_j."""
     B, C, H, W = l.shape
     lw, uw = _windows(op, l), _windows(op, u)
     j = lw.argmax(2, keepdim=True)
-    open_ = uw.scatter(2, j, -math.inf).amax(2) > lw.gather(2, j).squeeze(2)  # (B, C, L)
-    k = op.k[0] * op.k[1]
-    cover = F.fold(open_.to(l.dtype).unsqueeze(2).expand(-1, -1, k, -1).reshape(B, C * k, -1), (H, W), op.k,
-                   padding=op.p, stride=op.s)
+    lj = lw.gather(2, j)
+    open_ = uw.scatter(2, j, -math.inf).amax(2, keepdim=True) > lj  # (B, C, 1, L)
+    candidate = open_ & ((uw > lj) | (torch.arange(lw.shape[2], device=l.device).view(1, 1, -1, 1) == j))
+    cover = F.fold(candidate.to(l.dtype).reshape(B, -1, lw.shape[3]), (H, W), op.k, padding=op.p, stride=op.s)
     return cover > 0
 
 
