@@ -1,6 +1,9 @@
 """Time one supernet training step (forward, backward, SGD step on the weights) of rnas's fused
 SearchNetwork against the per-op reference supernet (ReferenceSearchNetwork, as in the DARTS code),
-with identical weights, and check that both compute the same outputs.
+with identical weights, and check that both compute the same outputs. The same for the
+partial-channel supernets (``--partial-channels`` K, PC-DARTS' 4 by default; 0 skips them): rnas's
+fused SearchNetwork(partial_channels=K) against the per-op reference written as PC-DARTS'
+model_search.py, and rnas's partial-channel step against the DARTS-style reference step.
 
 Default setting: C=8, 5 cells, 4 nodes, 28×28×1 inputs, batch 64, 10 classes, on the CPU
 (``--device cuda`` for a GPU: each step is then synchronised before the clock is read). The two
@@ -37,6 +40,31 @@ def make_step(model, x, y):
     return step
 
 
+def make_pair(args, partial_channels, device):
+    """A fused SearchNetwork with random α (and β) and a per-op reference with the same weights."""
+    kwargs = dict(in_channels=args.in_channels, partial_channels=partial_channels)
+    fused = SearchNetwork(args.C, 10, args.layers, **kwargs)
+    with torch.no_grad():
+        for p in fused.arch_parameters():
+            p.normal_()
+    reference = ReferenceSearchNetwork(args.C, 10, args.layers, **kwargs).load_from(fused)
+    return fused.to(device), reference.to(device)
+
+
+def output_differences(fused, reference, x) -> tuple[float, float]:
+    """max |fused(x) − reference(x)| in train mode, then in eval mode (full float32 on the GPU)."""
+    diffs = []
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # compare in full float32; time with the defaults
+    for mode in (True, False):
+        fused.train(mode), reference.train(mode)
+        with torch.no_grad():
+            diffs.append((fused(x) - reference(x)).abs().max().item())
+    torch.backends.cudnn.allow_tf32 = tf32
+    fused.train(), reference.train()
+    return diffs[0], diffs[1]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--C", type=int, default=8)
@@ -47,31 +75,23 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<index>")
+    parser.add_argument("--partial-channels", type=int, default=4, help="K of the pcdarts pair (0: skip it)")
     parser.add_argument("--reference-channels-last", action="store_true",
                         help="also time the reference with channels-last activations")
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    fused = SearchNetwork(args.C, 10, args.layers, in_channels=args.in_channels)
-    with torch.no_grad():
-        fused.alphas_normal.normal_()
-        fused.alphas_reduce.normal_()
-    reference = ReferenceSearchNetwork(args.C, 10, args.layers, in_channels=args.in_channels).load_from(fused)
-    fused, reference = fused.to(device), reference.to(device)
+    fused, reference = make_pair(args, 1, device)
     x = torch.rand(args.batch, args.in_channels, args.size, args.size).to(device)
     y = torch.randint(0, 10, (args.batch,)).to(device)
-
-    diffs = {}
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False  # compare in full float32; time with the defaults
-    for mode in ("train", "eval"):
-        fused.train(mode == "train"), reference.train(mode == "train")
-        with torch.no_grad():
-            diffs[mode] = (fused(x) - reference(x)).abs().max().item()
-    torch.backends.cudnn.allow_tf32 = tf32
-    fused.train(), reference.train()
-
+    diffs = {"darts": output_differences(fused, reference, x)}
     steps = {"rnas fused": make_step(fused, x, y), "reference": make_step(reference, x, y)}
+    K = args.partial_channels
+    if K:
+        pc_fused, pc_reference = make_pair(args, K, device)
+        diffs[f"pcdarts K={K}"] = output_differences(pc_fused, pc_reference, x)
+        steps["rnas fused, pcdarts"] = make_step(pc_fused, x, y)
+        steps["reference, pcdarts"] = make_step(pc_reference, x, y)
     if args.reference_channels_last:
         reference_cl = copy.deepcopy(reference)
         reference_cl.cells[0].register_forward_pre_hook(
@@ -98,10 +118,16 @@ def main():
     if args.reference_channels_last:
         print(f"  speed-up (reference on channels-last / fused): "
               f"{median['reference, channels-last'] / median['rnas fused']:.2f}x")
-    print(f"  max |output difference|: train mode {diffs['train']:.2e}, eval mode {diffs['eval']:.2e}")
-    worst = max(diffs.values())
+    if K:
+        print(f"  speed-up (pcdarts reference / pcdarts fused, K={K}): "
+              f"{median['reference, pcdarts'] / median['rnas fused, pcdarts']:.2f}x")
+        print(f"  speed-up (DARTS reference / pcdarts fused, K={K}): "
+              f"{median['reference'] / median['rnas fused, pcdarts']:.2f}x")
+    for name, (train, evaluation) in diffs.items():
+        print(f"  max |output difference| {name}: train mode {train:.2e}, eval mode {evaluation:.2e}")
+    worst = max(max(d) for d in diffs.values())
     if worst >= 1e-5:
-        raise SystemExit(f"outputs differ by {worst:.2e} >= 1e-5: the fused supernet is wrong")
+        raise SystemExit(f"outputs differ by {worst:.2e} >= 1e-5: a fused supernet is wrong")
 
 
 if __name__ == "__main__":

@@ -369,6 +369,24 @@ class _Const(_Affine):
         return (A * self.value.unsqueeze(1)).flatten(2).sum(-1)
 
 
+class _ChannelShuffle(_Affine):
+    """PC-DARTS' channel shuffle with g groups: input channel k·(C/g) + a is output channel a·g + k."""
+
+    def __init__(self, groups):
+        self.g = groups
+
+    def forward(self, z):
+        B, C, H, W = z.shape
+        return z.view(B, self.g, C // self.g, H, W).transpose(1, 2).reshape(B, C, H, W)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        B, S, C, H, W = A.shape
+        return [A.view(B, S, C // self.g, self.g, H, W).transpose(2, 3).reshape(B, S, C, H, W)]
+
+
 class _ReLU:
     def forward(self, z):
         return F.relu(z)
@@ -597,12 +615,16 @@ def _trace_cell(g: BoundGraph, cell: Cell, s0: int, s1: int) -> int:
 
 def _trace_search_network(g: BoundGraph, net: SearchNetwork, z: int) -> int:
     w_normal, w_reduce = net.op_weights()
+    b_normal, b_reduce = net.edge_weights()
     s0 = s1 = _block(g, "stem", len(g.ops), _trace(g, net.stem, _trace(g, net.normalize, z)))
     for k, cell in enumerate(net.cells):
-        w = w_reduce if cell.reduction else w_normal
+        w, b = (w_reduce, b_reduce) if cell.reduction else (w_normal, b_normal)
         first = len(g.ops)
         if isinstance(cell, SearchCell):
-            out = _trace_search_cell(g, cell, s0, s1, w)
+            out = _trace_search_cell(g, cell, s0, s1, w, b)
+        elif isinstance(cell, ReferenceCell) and net.partial_channels > 1:
+            raise ValueError("bounds trace the per-op reference supernet without partial channels only; "
+                             "bound the fused SearchNetwork with partial_channels instead")
         elif isinstance(cell, ReferenceCell):
             out = _trace_reference_cell(g, cell, s0, s1, w)
         else:
@@ -616,18 +638,38 @@ def _edge_offsets(steps: int) -> list[int]:
     return [sum(2 + k for k in range(j)) for j in range(steps)]
 
 
-def _trace_search_cell(g: BoundGraph, cell: SearchCell, s0: int, s1: int, w: torch.Tensor) -> int:
+def _trace_search_cell(g: BoundGraph, cell: SearchCell, s0: int, s1: int, w: torch.Tensor,
+                       beta: torch.Tensor | None = None) -> int:
+    """With partial channels K (β given): node j = shuffle([Σ_i β_ij·mixed_ij(first C/K channels of
+    x_i), Σ_i β_ij·bypass_i]), bypass_i the other channels of x_i (2×2 max-pooled at stride 2);
+    β_ij scales the op weights of the mixed edge (both ≥ 0)."""
     states = [_trace(g, cell.preprocess0, s0), _trace(g, cell.preprocess1, s1)]
     offsets, steps = _edge_offsets(cell.steps), cell.steps
+    K, C = cell.partial_channels, cell.C
     incoming: list[list[tuple[int, int]]] = [[] for _ in range(steps)]
+    bypass: list[list[tuple[torch.Tensor, int]]] = [[] for _ in range(steps)]
     for i, src in enumerate(cell.sources):
         targets = list(range(max(0, i - 1), steps))
-        y = _trace_source(g, src, states[i], w[[offsets[j] + i for j in targets]])
+        rows = [offsets[j] + i for j in targets]
+        if K == 1:
+            y = _trace_source(g, src, states[i], w[rows])
+        else:
+            y = _trace_source(g, src, g.add(_Slice(0, C // K), states[i]), w[rows] * beta[rows, None])
+            rest = g.add(_Slice(C // K, C), states[i])
+            if src.stride == 2:
+                rest = g.maxpool(rest, 2, 2, 0)
+            for j in targets:
+                bypass[j].append((beta[offsets[j] + i], rest))
         for k, j in enumerate(targets):
             incoming[j].append((y, k))
         if i >= 1:  # node i−1 has all its inputs now (sources 0..i)
             ys, ks = zip(*incoming[i - 1])
-            states.append(g.add(_EdgeSum(src.C, list(ks)), *ys))
+            node = g.add(_EdgeSum(src.C, list(ks)), *ys)
+            if K > 1:
+                bs, rests = zip(*bypass[i - 1])
+                rest = g.add(_WeightedSum(list(bs)), *rests)
+                node = g.add(_ChannelShuffle(K), g.add(_Concat(), node, rest))
+            states.append(node)
     return g.add(_Concat(), *states[-cell.multiplier :])
 
 

@@ -5,7 +5,9 @@ c_{k-2}, c_{k-1} (indices 0, 1) and nodes 0..j-1 (indices 2..j+1). ``normal`` li
 (op, input index) pairs two per node, and ``normal_concat`` the nodes concatenated as the output.
 
 Derivation (DARTS): with p = softmax(α) per edge, each edge's strength is max_{o ≠ none} p_o; every
-node keeps its two strongest incoming edges, each with its strongest non-``none`` op.
+node keeps its two strongest incoming edges, each with its strongest non-``none`` op. With PC-DARTS'
+edge normalisation the op weights of edge (i → j) are first multiplied by β_{ij} (softmax of the β
+logits over the incoming edges of node j): the edge strength becomes β_{ij}·max_{o ≠ none} p_o.
 """
 from __future__ import annotations
 
@@ -48,13 +50,30 @@ def parse_alpha(weights, steps: int) -> list[tuple[str, int]]:
     return gene
 
 
-def derive_genotype(alpha_normal, alpha_reduce, steps: int = 4, multiplier: int = 4) -> Genotype:
-    """The DARTS genotype of architecture logits α (softmax is taken here)."""
+def edge_normalization(beta: torch.Tensor, steps: int) -> torch.Tensor:
+    """PC-DARTS' edge weights: softmax of the logits β (num_edges,) over the 2 + j incoming edges
+    of each node j (DARTS edge order: node-major, then input)."""
+    if beta.shape != (num_edges(steps),):
+        raise ValueError(f"beta must have shape ({num_edges(steps)},) for steps={steps}, got {tuple(beta.shape)}")
+    return torch.cat([torch.softmax(part, dim=0) for part in beta.split([2 + j for j in range(steps)])])
+
+
+def derive_genotype(alpha_normal, alpha_reduce, steps: int = 4, multiplier: int = 4,
+                    beta_normal=None, beta_reduce=None) -> Genotype:
+    """The DARTS genotype of architecture logits α (softmax is taken here); given the edge logits β
+    (PC-DARTS), the op weights of each edge are multiplied by its normalised β first."""
+    if (beta_normal is None) != (beta_reduce is None):
+        raise ValueError("give both beta_normal and beta_reduce (PC-DARTS edge normalisation) or neither")
     concat = list(range(2 + steps - multiplier, steps + 2))
+
+    def weights(alpha, beta):
+        w = torch.softmax(torch.as_tensor(alpha).detach(), dim=-1)
+        return w if beta is None else w * edge_normalization(torch.as_tensor(beta).detach(), steps)[:, None]
+
     return Genotype(
-        normal=parse_alpha(torch.softmax(torch.as_tensor(alpha_normal), dim=-1), steps),
+        normal=parse_alpha(weights(alpha_normal, beta_normal), steps),
         normal_concat=concat,
-        reduce=parse_alpha(torch.softmax(torch.as_tensor(alpha_reduce), dim=-1), steps),
+        reduce=parse_alpha(weights(alpha_reduce, beta_reduce), steps),
         reduce_concat=concat,
     )
 

@@ -1,9 +1,14 @@
-"""The discrete network of a genotype (DARTS' NetworkCIFAR without the auxiliary head).
+"""The discrete network of a genotype (DARTS' NetworkCIFAR).
 
 Normalize → stem (3×3 conv, BN) → ``layers`` cells (reductions at 1/3 and 2/3 depth, channels
 doubled there) → global average pool → linear. Node j of a cell is the sum of its two chosen ops;
 in training, drop-path zeroes each non-identity op's output with probability p and scales the
 survivors by 1/(1 − p).
+
+With ``auxiliary=True`` the network also has DARTS' auxiliary head (``AuxiliaryHeadCIFAR``) on the
+output of the second reduction cell (cell 2·layers//3). Only ``forward_with_auxiliary`` computes it,
+for the training loss CE(logits) + w_aux·CE(auxiliary logits); ``forward`` (evaluation, attacks,
+bounds, Jacobians) returns the logits alone, in either mode.
 """
 from __future__ import annotations
 
@@ -53,11 +58,39 @@ class Cell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
+class AuxiliaryHead(nn.Module):
+    """DARTS' AuxiliaryHeadCIFAR on an 8×8 feature map (32×32 images after two reductions):
+    ReLU → 5×5 average pool, stride 3 (2×2) → 1×1 conv to 128 → BN → ReLU → 2×2 conv to 768 → BN
+    → ReLU → linear."""
+
+    def __init__(self, C, num_classes):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != (8, 8):
+            raise ValueError(
+                f"the auxiliary head (DARTS' AuxiliaryHeadCIFAR) needs an 8×8 feature map after the second "
+                f"reduction cell (32×32 inputs), got {tuple(x.shape[-2:])}; train without it (auxiliary_weight=0)"
+            )
+        return self.classifier(self.features(x).flatten(1))
+
+
 class Network(nn.Module):
     """The network of ``genotype`` (a Genotype, a name in PUBLISHED, or a .json path)."""
 
     def __init__(self, genotype, C, num_classes, layers, in_channels=3, stem_multiplier=3, mean=None, std=None,
-                 drop_path_prob: float = 0.0):
+                 drop_path_prob: float = 0.0, auxiliary: bool = False):
         super().__init__()
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("in_channels", in_channels)):
             if not isinstance(value, int) or value < 1:
@@ -82,11 +115,29 @@ class Network(nn.Module):
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_curr
+            if i == self.auxiliary_layer:
+                C_auxiliary = C_p
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
+        self.auxiliary = bool(auxiliary)
+        self.auxiliary_head = AuxiliaryHead(C_auxiliary, num_classes) if auxiliary else None
+
+    @property
+    def auxiliary_layer(self) -> int:
+        """The cell whose output feeds the auxiliary head: the second reduction cell (DARTS)."""
+        return 2 * self.layers // 3
 
     def forward(self, x):
+        return self.forward_with_auxiliary(x, auxiliary=False)[0]
+
+    def forward_with_auxiliary(self, x, auxiliary: bool = True):
+        """(logits, auxiliary logits); the second is None without an auxiliary head or when not asked."""
+        if auxiliary and self.auxiliary_head is None:
+            raise ValueError("this network has no auxiliary head; build it with Network(..., auxiliary=True)")
+        logits_aux = None
         s0 = s1 = self.stem(self.normalize(x))
-        for cell in self.cells:
+        for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-        return self.classifier(self.global_pooling(s1).flatten(1))
+            if auxiliary and i == self.auxiliary_layer:
+                logits_aux = self.auxiliary_head(s1)
+        return self.classifier(self.global_pooling(s1).flatten(1)), logits_aux

@@ -1,10 +1,14 @@
 """The straightforward DARTS supernet, one module per op per edge: Σ_o w_o · o(x) (as in the
 original DARTS code). rnas keeps it as an independent implementation: tests check that the fused
 ``SearchNetwork`` computes the same function, and ``benchmarks/bench_supernet.py`` times both.
+With ``partial_channels`` K > 1 it is PC-DARTS' ``model_search.py``: each edge runs its ops on the
+first C/K channels, concatenates the other channels (2×2 max-pooled when the edge has stride 2),
+shuffles the channels (groups K), and every edge output is multiplied by its normalised β.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
@@ -12,21 +16,35 @@ from .supernet import CONV_ORDER, SearchNetwork
 
 
 class MixedOp(nn.Module):
-    def __init__(self, C, stride):
+    def __init__(self, C, stride, partial_channels=1):
         super().__init__()
+        self.k, self.stride = partial_channels, stride
         self.ops = nn.ModuleList()
         for primitive in PRIMITIVES:
-            op = make_op(primitive, C, stride, affine=False)
+            op = make_op(primitive, C // self.k, stride, affine=False)
             if "pool" in primitive:
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+                op = nn.Sequential(op, nn.BatchNorm2d(C // self.k, affine=False))
             self.ops.append(op)
 
     def forward(self, x, weights):
-        return sum(w * op(x) for w, op in zip(weights, self.ops))
+        if self.k == 1:
+            return sum(w * op(x) for w, op in zip(weights, self.ops))
+        c = x.shape[1] // self.k
+        mixed = sum(w * op(x[:, :c]) for w, op in zip(weights, self.ops))
+        rest = x[:, c:] if self.stride == 1 else F.max_pool2d(x[:, c:], 2, 2)
+        return _channel_shuffle(torch.cat([mixed, rest], dim=1), self.k)
+
+
+def _channel_shuffle(x, groups):
+    """PC-DARTS' channel_shuffle, as written there."""
+    batchsize, num_channels, height, width = x.shape
+    x = x.view(batchsize, groups, num_channels // groups, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batchsize, -1, height, width)
 
 
 class ReferenceCell(nn.Module):
-    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev):
+    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, partial_channels=1):
         super().__init__()
         self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
         if reduction_prev:
@@ -35,14 +53,18 @@ class ReferenceCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self.ops = nn.ModuleList(
-            MixedOp(C, 2 if reduction and i < 2 else 1) for j in range(steps) for i in range(2 + j)
+            MixedOp(C, 2 if reduction and i < 2 else 1, partial_channels) for j in range(steps) for i in range(2 + j)
         )
 
-    def forward(self, s0, s1, weights):
+    def forward(self, s0, s1, weights, edge_weights=None):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
-            s = sum(self.ops[offset + i](h, weights[offset + i]) for i, h in enumerate(states))
+            if edge_weights is None:
+                s = sum(self.ops[offset + i](h, weights[offset + i]) for i, h in enumerate(states))
+            else:
+                s = sum(edge_weights[offset + i] * self.ops[offset + i](h, weights[offset + i])
+                        for i, h in enumerate(states))
             offset += len(states)
             states.append(s)
         return torch.cat(states[-self.multiplier :], dim=1)
@@ -52,18 +74,22 @@ class ReferenceSearchNetwork(SearchNetwork):
     """SearchNetwork with its cells replaced by per-op ReferenceCells (same stem, head and α)."""
 
     def __init__(self, C, num_classes, layers, steps=4, multiplier=4, in_channels=3, stem_multiplier=3,
-                 mean=None, std=None):
-        super().__init__(C, num_classes, layers, steps, multiplier, in_channels, stem_multiplier, mean, std)
+                 mean=None, std=None, partial_channels=1):
+        super().__init__(C, num_classes, layers, steps, multiplier, in_channels, stem_multiplier, mean, std,
+                         partial_channels)
         fused = self.cells
         self.cells = nn.ModuleList(
             ReferenceCell(steps, multiplier, _in_channels(c.preprocess0), c.preprocess1.op[1].in_channels,
-                          c.sources[0].C, c.reduction, isinstance(c.preprocess0, FactorizedReduce))
+                          c.C, c.reduction, isinstance(c.preprocess0, FactorizedReduce), partial_channels)
             for c in fused
         )
 
     @torch.no_grad()
     def load_from(self, net: SearchNetwork) -> "ReferenceSearchNetwork":
-        """Copy every weight, α and BN statistic of a fused SearchNetwork into this one."""
+        """Copy every weight, α (and β) and BN statistic of a fused SearchNetwork into this one."""
+        if net.partial_channels != self.partial_channels:
+            raise ValueError(f"cannot load a supernet with partial_channels={net.partial_channels} into a "
+                             f"reference with partial_channels={self.partial_channels}; build it with the same K")
         own = dict(self.named_parameters()) | dict(self.named_buffers())
         for name, t in list(net.named_parameters()) + list(net.named_buffers()):
             if not name.startswith("cells."):

@@ -9,9 +9,15 @@ w' = w − ξ∇_w L_train(w, α) and the finite-difference Hessian-vector produ
     ∇²_{α,w} L_train · v ≈ (∇_α L_train(w⁺, α) − ∇_α L_train(w⁻, α)) / (2r),  w^± = w ± r·v,
 with v = ∇_{w'} L_val(w', α) and r = hvp_radius/‖v‖ (DARTS: 0.01).
 
-Methods (``SearchConfig.method``): ``darts`` (no R), ``random`` (a sampled genotype, no training),
-and every robustness term in ``rnas_lib.robustness.TERMS`` (R is switched on after
-``warmup_epochs``). Each epoch writes ``history.json``, ``genotype.json`` and a resumable
+Methods (``SearchConfig.method``): ``darts`` (no R), ``pcdarts`` (no R, partial channels: PC-DARTS),
+``random`` (a sampled genotype, no training), and every robustness term in
+``rnas_lib.robustness.TERMS`` (R is switched on after ``warmup_epochs``).
+
+Partial channels (``SearchConfig.partial_channels`` = K, ``rnas_lib.supernet``): each edge computes
+on 1/K of its input's channels, with PC-DARTS' edge normalisation β (more architecture parameters,
+optimised with α). ``pcdarts`` is ``darts`` with K = 4 by default (PC-DARTS' choice); any method
+takes K, e.g. ``method="dsrna_cb", partial_channels=4`` is the DSRNA-CB search in the PC-DARTS
+setting. K = 1 (the default of every other method) is plain DARTS. Each epoch writes ``history.json``, ``genotype.json`` and a resumable
 ``checkpoint.pt`` into the run folder.
 """
 from __future__ import annotations
@@ -35,7 +41,9 @@ from .runs import load_checkpoint, run_dir, save_checkpoint, save_json
 from .supernet import SearchNetwork
 from .tiers import Tier, get_tier
 
-BUILTIN_METHODS = ("darts", "random")
+BUILTIN_METHODS = ("darts", "pcdarts", "random")
+#: PC-DARTS' channel proportion 1/K, the default of ``pcdarts``
+PCDARTS_PARTIAL_CHANNELS = 4
 TIER_FIELDS = set(Tier.__dataclass_fields__) - {"name"}
 
 
@@ -61,6 +69,7 @@ class SearchConfig:
     gamma_w: float = 0.0  # weight of R in the w loss (0: R at the architecture level only)
     warmup_epochs: int = 0
     method_options: dict = field(default_factory=dict)
+    partial_channels: int | None = None  # K; None: 4 for pcdarts, 1 (plain DARTS) otherwise
     seed: int = 0
 
     def __post_init__(self):
@@ -68,6 +77,12 @@ class SearchConfig:
             raise ValueError(f"unknown search method {self.method!r}; allowed: {', '.join(methods())}")
         if self.gamma is None:
             self.gamma = getattr(robustness.TERMS.get(self.method), "default_gamma", 0.01)
+        if self.partial_channels is None:
+            self.partial_channels = PCDARTS_PARTIAL_CHANNELS if self.method == "pcdarts" else 1
+        K = self.partial_channels
+        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+            raise ValueError(f"partial_channels must be a positive integer K (each edge computes on 1/K of the "
+                             f"channels; 1 is plain DARTS, PC-DARTS uses 4), got {K!r}")
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 (first-order DARTS) or 2 (unrolled), got {self.order!r}")
         for name in ("epochs", "batch_size"):
@@ -175,8 +190,9 @@ class _Searcher:
                 b_dst.copy_(b_src)
         loss_val, _, r = self.loss(unrolled, xv, yv, c.gamma, robust)
         u_w = unrolled.weights()
+        n_arch = len(unrolled.arch_parameters())
         grads = torch.autograd.grad(loss_val, unrolled.arch_parameters() + u_w)
-        d_alpha, v = grads[:2], grads[2:]
+        d_alpha, v = grads[:n_arch], grads[n_arch:]
         # finite-difference Hessian-vector product ∇²_{α,w} L_train · v
         radius = c.hvp_radius / torch.cat([t.flatten() for t in v]).norm()
         hv = []
@@ -206,7 +222,14 @@ class _Searcher:
 def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, config: SearchConfig,
            out_dir=None, resume: bool = True, progress: bool = True) -> SearchResult:
     """Run the bilevel search of ``config.method`` on ``model``, on the model's device (the data's
-    batches are moved there); see the module docstring."""
+    batches are moved there); see the module docstring. The model must have been built with
+    ``partial_channels=config.partial_channels``."""
+    if config.method != "random" and model.partial_channels != config.partial_channels:
+        raise ValueError(
+            f"the configuration asks for partial_channels={config.partial_channels} but the supernet was built "
+            f"with partial_channels={model.partial_channels}; build "
+            f"SearchNetwork(..., partial_channels={config.partial_channels}) or change the configuration"
+        )
     if config.method == "random":
         return _random_search(model, config, out_dir)
     searcher = _Searcher(model, config)
@@ -244,6 +267,7 @@ def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, c
             "val_loss": val_loss, "val_acc": val_acc,
             "robustness": sum(rs) / len(rs) if rs else None,
             "alpha_normal": w_normal.tolist(), "alpha_reduce": w_reduce.tolist(),
+            **_edge_record(model),
             "genotype": to_dict(model.genotype()), "seconds": time.perf_counter() - t0,
         }
         history.append(record)
@@ -251,6 +275,14 @@ def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, c
         if out_dir is not None:
             _save(Path(out_dir), model, searcher, generator, config, history)
     return SearchResult(model.genotype(), history, model, Path(out_dir) if out_dir is not None else None)
+
+
+def _edge_record(model) -> dict:
+    """The normalised edge weights β (partial channels only)."""
+    b_normal, b_reduce = model.edge_weights()
+    if b_normal is None:
+        return {}
+    return {"beta_normal": b_normal.tolist(), "beta_reduce": b_reduce.tolist()}
 
 
 def _save(out_dir, model, searcher, generator, config, history):
@@ -287,9 +319,17 @@ def _random_search(model, config, out_dir):
     return SearchResult(genotype, [], None, Path(out_dir) if out_dir is not None else None)
 
 
+def run_name(config: SearchConfig) -> str:
+    """The method, with ``_pc<K>`` when its partial channels K differ from the method's default
+    (e.g. ``dsrna_cb_pc4``; ``pcdarts`` is K = 4)."""
+    default = PCDARTS_PARTIAL_CHANNELS if config.method == "pcdarts" else 1
+    return config.method if config.partial_channels == default else f"{config.method}_pc{config.partial_channels}"
+
+
 def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_root=None, out_dir=None,
                resume: bool = True, progress: bool = True, device=None, **config_overrides) -> SearchResult:
-    """Search at a tier's size on its dataset; results in ``runs/<tier>/search/<method>_seed<seed>/``.
+    """Search at a tier's size on its dataset; results in ``runs/<tier>/search/<name>_seed<seed>/``,
+    ``<name>`` from ``run_name`` (the method, and the partial channels K when not its default).
 
     ``device``: where the search runs (``rnas_lib.devices.resolve_device``: None is the GPU when
     there is one); the returned supernet is on the CPU.
@@ -307,9 +347,9 @@ def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_r
     train_half, val_half = search_split(load_dataset(t.dataset, True, data_root, t.search_limit), seed)
     torch.manual_seed(seed)
     model = SearchNetwork(t.search_C, info.num_classes, t.search_layers, t.steps, t.multiplier,
-                          info.in_channels, mean=info.mean, std=info.std)
+                          info.in_channels, mean=info.mean, std=info.std, partial_channels=config.partial_channels)
     if out_dir is None:
-        out_dir = run_dir(t.name, "search", f"{method}_seed{seed}")
+        out_dir = run_dir(t.name, "search", f"{run_name(config)}_seed{seed}")
     result = search(model.to(device), train_half, val_half, config, out_dir, resume, progress)
     model.cpu()
     return result

@@ -14,6 +14,17 @@ For a source x feeding n edges with op weights w ∈ R^{n×8} (rows sum to 1), e
 concatenation of its last ``multiplier`` nodes. Reduction cells (at 1/3 and 2/3 of the depth)
 stride their edges from the two cell inputs by 2. BatchNorm inside search cells has no affine
 parameters (DARTS); in training mode it uses the batch statistics (computed by ``rnas_lib.batchnorm``).
+
+Partial channels (PC-DARTS, Xu et al. 2020), ``partial_channels`` = K > 1: an edge from a node x
+with C channels sends only its first C/K channels x_a through the mixed op and lets the other
+channels x_b bypass it (2×2 max-pooled on the stride-2 edges of reduction cells), then shuffles
+the channels (``channel_shuffle``, groups K); every edge output is weighted by the edge
+normalisation β, softmax over the incoming edges of each node (per cell type):
+    node_j = Σ_i β_{ij} · shuffle([mixed_{ij}(x_{i,a}), bypass(x_{i,b})])
+           = shuffle([Σ_i β_{ij}·mixed_{ij}(x_{i,a}), Σ_i β_{ij}·bypass(x_{i,b})])
+(the shuffle is a fixed permutation, so it is applied once per node; β_{ij} scales the op weights
+of the mixed op). All edges from one node sample the same channels, so one SourceEdges on C/K
+channels computes them. K = 1 is plain DARTS (no β).
 """
 from __future__ import annotations
 
@@ -24,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batchnorm import BatchNorm2d, batch_norm
-from .genotypes import Genotype, derive_genotype, num_edges
+from .genotypes import Genotype, derive_genotype, edge_normalization, num_edges
 from .ops import PRIMITIVES, FactorizedReduce, Normalize, ReLUConvBN
 
 #: the order in which SourceEdges stacks its convolutional ops (the last four PRIMITIVES)
@@ -247,12 +258,31 @@ def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, channels: slice, scale, cou
     return batch_norm(x, mean, var, scale, None, bn.training, momentum or 0.0, bn.eps)
 
 
-class SearchCell(nn.Module):
-    """A DARTS search cell: two preprocessed inputs, ``steps`` nodes, mixed edges by source."""
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """PC-DARTS' channel_shuffle: channel g·(C/groups) + a moves to a·groups + g."""
+    B, C, H, W = x.shape
+    return x.view(B, groups, C // groups, H, W).transpose(1, 2).reshape(B, C, H, W)
 
-    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev):
+
+def _shuffled_node(mixed: torch.Tensor, bypass: torch.Tensor, K: int) -> torch.Tensor:
+    """channel_shuffle([mixed, bypass], K) in one copy, channels-last on the CPU: with the output
+    viewed per pixel as (C/K, K), column 0 is ``mixed`` and column g ≥ 1 is bypass group g − 1."""
+    if mixed.device.type != "cpu":
+        return channel_shuffle(torch.cat([mixed, bypass], dim=1), K)
+    B, c, H, W = mixed.shape
+    m = mixed.permute(0, 2, 3, 1).unsqueeze(-1)  # (B, H, W, c, 1)
+    b = bypass.permute(0, 2, 3, 1).reshape(B, H, W, K - 1, c).transpose(3, 4)  # (B, H, W, c, K−1)
+    return torch.cat([m, b], dim=4).reshape(B, H, W, c * K).permute(0, 3, 1, 2)
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell: two preprocessed inputs, ``steps`` nodes, mixed edges by source;
+    with ``partial_channels`` K > 1 the PC-DARTS edges of the module docstring."""
+
+    def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, partial_channels=1):
         super().__init__()
         self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
+        self.C, self.partial_channels = C, partial_channels
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
         else:
@@ -263,25 +293,48 @@ class SearchCell(nn.Module):
         for i in range(steps + 1):
             targets = list(range(max(0, i - 1), steps))
             stride = 2 if reduction and i < 2 else 1
-            self.sources.append(SourceEdges(C, len(targets), stride))
+            self.sources.append(SourceEdges(C // partial_channels, len(targets), stride))
             # rows of α (DARTS order: node-major, then input) for the edges leaving source i
             self.register_buffer(f"rows_{i}", torch.tensor([offsets[j] + i for j in targets]), persistent=False)
 
     def targets(self, i: int) -> range:
         return range(max(0, i - 1), self.steps)
 
-    def forward(self, s0, s1, weights):
+    def forward(self, s0, s1, weights, edge_weights=None):
+        """``weights``: softmax(α) (num_edges, 8); ``edge_weights``: β per edge (num_edges,), only
+        with partial channels."""
+        K = self.partial_channels
+        if (edge_weights is None) != (K == 1):
+            raise ValueError(f"edge_weights (β) must be given exactly when partial_channels > 1 (here {K})")
         if s1.device.type == "cpu":  # CPU kernels are fastest on channels-last; a no-op after the first cell
             s0, s1 = (s.contiguous(memory_format=torch.channels_last) for s in (s0, s1))
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         acc: list = [None] * self.steps
+        bypass: list = [[] for _ in range(self.steps)]  # (β_ij, bypassed channels of source i) per node j
+        c = self.C // K
         for i, source in enumerate(self.sources):
-            y = source(states[i], weights[getattr(self, f"rows_{i}")])
+            rows = getattr(self, f"rows_{i}")
+            x = states[i]
+            if K == 1:
+                y = source(x, weights[rows])
+            else:
+                beta = edge_weights[rows]
+                y = source(x[:, :c], weights[rows] * beta[:, None])
+                rest = x[:, c:] if source.stride == 1 else F.max_pool2d(x[:, c:], 2, 2)
+                for k, j in enumerate(self.targets(i)):
+                    bypass[j].append((beta[k], rest))
             # split, not y[:, k]: its backward concatenates the edge gradients in y's memory format
             for j, y_j in zip(self.targets(i), y.flatten(1, 2).split(source.C, dim=1)):
                 acc[j] = y_j if acc[j] is None else acc[j] + y_j
             if i >= 1:  # node i-1 has now received all its inputs (sources 0..i)
-                states.append(acc[i - 1])
+                node = acc[i - 1]
+                if K > 1:
+                    (b0, r0), *others = bypass[i - 1]
+                    rest = b0 * r0
+                    for b, r in others:
+                        rest = torch.addcmul(rest, b, r)
+                    node = _shuffled_node(node, rest, K)
+                states.append(node)
         return torch.cat(states[-self.multiplier :], dim=1)
 
 
@@ -289,19 +342,26 @@ class SearchNetwork(nn.Module):
     """Normalize → stem (3×3 conv, BN) → ``layers`` search cells → global average pool → linear.
 
     α_normal and α_reduce (each ``num_edges(steps) × 8``) are the architecture parameters; every
-    normal cell shares α_normal and every reduction cell α_reduce.
+    normal cell shares α_normal and every reduction cell α_reduce. With ``partial_channels`` K > 1
+    (PC-DARTS, module docstring) the edge-normalisation logits β_normal and β_reduce (each
+    ``num_edges(steps)``) are architecture parameters too.
     """
 
     def __init__(self, C, num_classes, layers, steps=4, multiplier=4, in_channels=3, stem_multiplier=3,
-                 mean=None, std=None):
+                 mean=None, std=None, partial_channels=1):
         super().__init__()
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("steps", steps),
-                            ("multiplier", multiplier), ("in_channels", in_channels)):
-            if not isinstance(value, int) or value < 1:
+                            ("multiplier", multiplier), ("in_channels", in_channels),
+                            ("partial_channels", partial_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if multiplier > steps:
             raise ValueError(f"multiplier ({multiplier}) cannot exceed steps ({steps})")
+        if C % partial_channels:
+            raise ValueError(f"partial_channels={partial_channels} must divide C={C} (each edge computes on "
+                             f"C/partial_channels channels); choose a divisor of C, or 1 for plain DARTS")
         self.C, self.num_classes, self.layers = C, num_classes, layers
+        self.partial_channels = partial_channels
         self.steps, self.multiplier, self.in_channels = steps, multiplier, in_channels
         self.normalize = Normalize(mean if mean is not None else [0.0] * in_channels,
                                    std if std is not None else [1.0] * in_channels)
@@ -314,7 +374,8 @@ class SearchNetwork(nn.Module):
             reduction = i in self.reduction_layers(layers)
             if reduction:
                 C_curr *= 2
-            self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev))
+            self.cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev,
+                                         partial_channels))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -322,12 +383,18 @@ class SearchNetwork(nn.Module):
         E = num_edges(steps)
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(E, len(PRIMITIVES)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(E, len(PRIMITIVES)))
+        if partial_channels > 1:
+            self.betas_normal = nn.Parameter(1e-3 * torch.randn(E))
+            self.betas_reduce = nn.Parameter(1e-3 * torch.randn(E))
 
     @staticmethod
     def reduction_layers(layers: int) -> tuple[int, int]:
         return (layers // 3, 2 * layers // 3)
 
     def arch_parameters(self) -> list[nn.Parameter]:
+        """[α_normal, α_reduce], then [β_normal, β_reduce] with partial channels."""
+        if self.partial_channels > 1:
+            return [self.alphas_normal, self.alphas_reduce, self.betas_normal, self.betas_reduce]
         return [self.alphas_normal, self.alphas_reduce]
 
     def weights(self) -> list[nn.Parameter]:
@@ -338,12 +405,23 @@ class SearchNetwork(nn.Module):
         """softmax(α) per edge, for normal and reduction cells."""
         return F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1)
 
+    def edge_weights(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """β per edge, softmax over the incoming edges of each node, for normal and reduction cells
+        (None, None without partial channels)."""
+        if self.partial_channels == 1:
+            return None, None
+        return edge_normalization(self.betas_normal, self.steps), edge_normalization(self.betas_reduce, self.steps)
+
     def forward(self, x):
         w_normal, w_reduce = self.op_weights()
+        b_normal, b_reduce = self.edge_weights()
         s0 = s1 = self.stem(self.normalize(x))
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+            w, b = (w_reduce, b_reduce) if cell.reduction else (w_normal, b_normal)
+            s0, s1 = s1, cell(s0, s1, w, b)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def genotype(self) -> Genotype:
-        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.steps, self.multiplier)
+        """DARTS' derivation; with partial channels on β-weighted op weights, as PC-DARTS."""
+        betas = (self.betas_normal, self.betas_reduce) if self.partial_channels > 1 else (None, None)
+        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.steps, self.multiplier, *betas)

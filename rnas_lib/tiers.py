@@ -5,6 +5,10 @@
 | smoke | digits 8×8×1 | C=4, 3 cells, 4 nodes | C=8, 3 cells |
 | tutorial | MNIST 28×28×1 | C=8, 5 cells | C=16, 8 cells |
 | paper | CIFAR-10 32×32×3 | C=16, 8 cells, 50 epochs | C=36, 20 cells, 600 epochs |
+
+``train_recipe`` names the retraining defaults (``rnas_lib.train.RECIPES``): ``"plain"`` at the smoke
+and tutorial tiers, ``"darts"`` (DARTS' CIFAR recipe: crop/flip, cutout, auxiliary head, drop-path,
+…) at the paper tier.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class Tier:
     test_limit: int | None
     steps: int = 4
     multiplier: int = 4
+    train_recipe: str = "plain"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -38,7 +43,7 @@ class Tier:
 TIERS = {
     "smoke": Tier("smoke", "digits", 4, 3, 6, 64, None, 8, 3, 15, 64, None, None),
     "tutorial": Tier("tutorial", "mnist", 8, 5, 10, 64, 10000, 16, 8, 10, 128, None, 2000),
-    "paper": Tier("paper", "cifar10", 16, 8, 50, 64, None, 36, 20, 600, 96, None, None),
+    "paper": Tier("paper", "cifar10", 16, 8, 50, 64, None, 36, 20, 600, 96, None, None, train_recipe="darts"),
 }
 
 

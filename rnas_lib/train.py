@@ -1,7 +1,14 @@
 """Training a derived network from scratch (standard or PGD adversarial training), with resumable checkpoints.
 
 SGD with momentum and weight decay, cosine learning rate, gradient clipping, drop-path whose
-probability ramps linearly from 0 to ``drop_path_prob`` over the epochs (DARTS' schedule).
+probability ramps linearly from 0 to ``drop_path_prob`` over the epochs (DARTS' schedule: p_e =
+drop_path_prob·e/epochs in epoch e = 0, 1, …). Optional, as DARTS' ``train.py`` (``TrainConfig``):
+random crop with zero padding ``crop_padding`` and horizontal flip (``augment``), ``cutout`` (side
+in pixels), and the auxiliary head with loss CE + ``auxiliary_weight``·CE_aux (training only).
+``RECIPES`` names the default settings a tier trains with: ``"plain"`` (none of the options) and
+``"darts"`` (DARTS' CIFAR recipe: lr 0.025 cosine to 0, momentum 0.9, weight decay 3e-4, clipping
+5, drop-path 0.2, auxiliary weight 0.4; crop/flip with padding 4 and cutout 16 on CIFAR only —
+flipping digits would change their meaning).
 A checkpoint stores the genotype and the network's shape next to its weights, so
 ``load_network(path)`` rebuilds the trained network (loaded with ``weights_only=True``).
 
@@ -22,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .attacks import check_norm, pgd
+from .augment import augment
 from .data import TensorData, batches, dataset_info, load_dataset
 from .devices import model_device, resolve_device
 from .genotypes import PUBLISHED, from_dict, get_genotype, load_genotype, to_dict
@@ -41,6 +49,10 @@ class TrainConfig:
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     drop_path_prob: float = 0.0
+    augment: bool = False  # random crop (zero padding crop_padding) and horizontal flip
+    crop_padding: int = 4
+    cutout: int = 0  # side of the cut-out square in pixels (0: off)
+    auxiliary_weight: float = 0.0  # weight of the auxiliary head's loss (0: no auxiliary head)
     seed: int = 0
     #: None (standard training) or PGD settings {"eps", "norm", "steps", "step_size", "random_start"}
     adversarial: dict | None = None
@@ -54,8 +66,38 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.drop_path_prob < 1.0:
             raise ValueError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob!r}")
+        for name in ("crop_padding", "cutout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer ≥ 0 (pixels), got {value!r}")
+        if not self.auxiliary_weight >= 0:
+            raise ValueError(f"auxiliary_weight must be ≥ 0 (0: no auxiliary head; DARTS: 0.4), "
+                             f"got {self.auxiliary_weight!r}")
         if self.adversarial is not None:
             self.adversarial = adversarial_settings(self.adversarial)
+
+    def drop_path_at(self, epoch: int) -> float:
+        """Drop-path probability during epoch ``epoch`` (0-based): linear from 0, DARTS' schedule."""
+        return self.drop_path_prob * epoch / self.epochs
+
+
+#: default TrainConfig settings per recipe name (a tier's ``train_recipe``), see the module docstring;
+#: ``"cifar"`` holds what the recipe adds on CIFAR datasets only
+RECIPES = {
+    "plain": {"all": {}, "cifar": {}},
+    "darts": {
+        "all": dict(lr=0.025, lr_min=0.0, momentum=0.9, weight_decay=3e-4, grad_clip=5.0, drop_path_prob=0.2,
+                    auxiliary_weight=0.4),
+        "cifar": dict(augment=True, crop_padding=4, cutout=16),
+    },
+}
+
+
+def recipe(name: str, dataset: str) -> dict:
+    """The TrainConfig settings of recipe ``name`` for ``dataset``."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown training recipe {name!r}; allowed: {', '.join(RECIPES)}")
+    return {**RECIPES[name]["all"], **(RECIPES[name]["cifar"] if dataset.startswith("cifar") else {})}
 
 
 ADVERSARIAL_DEFAULTS = {"norm": "inf", "steps": 7, "step_size": None, "random_start": True}
@@ -92,11 +134,12 @@ class TrainResult:
 
 def network_spec(model: Network) -> dict:
     """What ``load_network`` needs to rebuild ``model``."""
-    return {
+    spec = {
         "genotype": to_dict(model.genotype), "C": model.C, "num_classes": model.num_classes,
         "layers": model.layers, "in_channels": model.in_channels,
         "mean": model.normalize.mean.flatten().tolist(), "std": model.normalize.std.flatten().tolist(),
     }
+    return spec | ({"auxiliary": True} if model.auxiliary else {})
 
 
 def load_network(path) -> Network:
@@ -114,6 +157,9 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
                   out_dir=None, resume: bool = True, progress: bool = True) -> TrainResult:
     """Train ``model`` on ``train_data``, on the model's device (the batches are moved there);
     record test accuracy after every epoch."""
+    if config.auxiliary_weight > 0 and model.auxiliary_head is None:
+        raise ValueError(f"auxiliary_weight={config.auxiliary_weight} needs a network with an auxiliary head: "
+                         "build it with Network(..., auxiliary=True), or set auxiliary_weight=0")
     opt = torch.optim.SGD(model.parameters(), config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     history, start = [], 0
@@ -134,15 +180,16 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
         lr = cosine_lr(epoch, config.epochs, config.lr, config.lr_min)
         for group in opt.param_groups:
             group["lr"] = lr
-        model.drop_path_prob = config.drop_path_prob * epoch / config.epochs
+        model.drop_path_prob = config.drop_path_at(epoch)
         model.train()
         total, correct, loss_sum = 0, 0, 0.0
         for x, y in batches(train_data, config.batch_size, shuffle=True, generator=generator,
                             device=model_device(model)):
+            x = augment(x, config.crop_padding if config.augment else 0, config.augment, config.cutout,
+                        model.normalize.mean.flatten(), generator)
             if config.adversarial is not None:
                 x = pgd(model, x, y, **config.adversarial)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss, logits = training_loss(model, x, y, config.auxiliary_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -164,6 +211,16 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
     model.eval()
     return TrainResult(model, history, history[-1]["test_acc"] if history else float("nan"),
                        Path(out_dir) if out_dir is not None else None)
+
+
+def training_loss(model: Network, x, y, auxiliary_weight: float = 0.0):
+    """(CE(f(x), y) + auxiliary_weight·CE(f_aux(x), y), logits); the auxiliary term only when its
+    weight is > 0 (DARTS' train.py)."""
+    logits, logits_aux = model.forward_with_auxiliary(x, auxiliary=auxiliary_weight > 0)
+    loss = F.cross_entropy(logits, y)
+    if logits_aux is not None:
+        loss = loss + auxiliary_weight * F.cross_entropy(logits_aux, y)
+    return loss, logits
 
 
 def evaluate_accuracy(model, data: TensorData, batch_size: int = 256) -> float:
@@ -190,16 +247,18 @@ def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None 
     one); the returned network is on the CPU, in eval mode.
 
     ``config_overrides`` are TrainConfig fields (epochs, lr, …) or tier fields (dataset, train_C,
-    train_layers, train_limit, test_limit, …), as in ``rnas_lib.search.run_search``.
+    train_layers, train_limit, test_limit, train_recipe, …), as in ``rnas_lib.search.run_search``.
+    TrainConfig fields not given come from the tier's recipe (``recipe``), then TrainConfig's defaults.
     """
     tier_fields = {k: config_overrides.pop(k) for k in list(config_overrides) if k in TIER_FIELDS}
     t = get_tier(tier, **tier_fields)
     config_overrides.setdefault("epochs", t.train_epochs)
     config_overrides.setdefault("batch_size", t.train_batch_size)
+    config_overrides = {**recipe(t.train_recipe, t.dataset), **config_overrides}
     config = TrainConfig(seed=seed, **config_overrides)
     device = resolve_device(device)
     torch.manual_seed(seed)
-    model = build_network(genotype, t, data_root)
+    model = build_network(genotype, t, data_root, auxiliary=config.auxiliary_weight > 0)
     train = load_dataset(t.dataset, True, data_root, t.train_limit)
     test = load_dataset(t.dataset, False, data_root, t.test_limit)
     if out_dir is None:

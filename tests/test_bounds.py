@@ -38,7 +38,7 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.startswith("alphas"):
+            if name.startswith(("alphas", "betas")):
                 p.copy_(2.0 * torch.randn(p.shape, generator=g))
             elif p.dim() > 1:
                 p.mul_(1.5)
@@ -52,9 +52,10 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def supernet(seed, C=2, layers=3, steps=2, classes=5, train=False):
+def supernet(seed, C=2, layers=3, steps=2, classes=5, train=False, partial_channels=1):
     torch.manual_seed(seed)
-    net = SearchNetwork(C, classes, layers, steps=steps, multiplier=steps, in_channels=1, mean=[0.4], std=[0.3])
+    net = SearchNetwork(C, classes, layers, steps=steps, multiplier=steps, in_channels=1, mean=[0.4], std=[0.3],
+                        partial_channels=partial_channels)
     return randomize(net, seed).train(train)
 
 
@@ -80,7 +81,8 @@ def frozen(model: nn.Module, x: torch.Tensor) -> nn.Module:
     with the clean batch statistics of x (captured by hooks on the per-op reference supernet)."""
     if isinstance(model, SearchNetwork) and not isinstance(model, ReferenceSearchNetwork):
         ref = ReferenceSearchNetwork(model.C, model.num_classes, model.layers, model.steps, model.multiplier,
-                                     model.in_channels).to(x.dtype).load_from(model)
+                                     model.in_channels, partial_channels=model.partial_channels
+                                     ).to(x.dtype).load_from(model)
     else:
         ref = copy.deepcopy(model)
     if not model.training:
@@ -308,7 +310,8 @@ def test_zero_radius_bounds_equal_the_output(train):
 
 
 # ----------------------------------------------------------------------------- internals
-@pytest.mark.parametrize("make", [lambda: supernet(5, steps=4), lambda: derived(5, ALL_OPS)])
+@pytest.mark.parametrize("make", [lambda: supernet(5, steps=4), lambda: derived(5, ALL_OPS),
+                                  lambda: supernet(5, C=4, steps=3, partial_channels=2)])
 def test_every_affine_node_transpose_is_its_vjp(make):
     """Each affine primitive's transpose (and bias) against autograd's vector-Jacobian product."""
     net = make().eval()
@@ -332,6 +335,8 @@ def test_every_affine_node_transpose_is_its_vjp(make):
     expected = {"_Conv", "_ChannelAffine", "_AvgPool", "_Concat", "_Linear", "_GlobalAvgPool"}
     expected |= {"_MixedEdges", "_EdgeSum", "_Repeat", "_Slice", "_Crop"} if isinstance(net, SearchNetwork) \
         else {"_WeightedSum", "_Crop"}
+    if getattr(net, "partial_channels", 1) > 1:
+        expected |= {"_ChannelShuffle", "_WeightedSum"}
     assert expected <= seen
 
 
@@ -529,3 +534,40 @@ def test_bad_inputs_give_clear_errors():
         margin_lower_bound(net, x, y, 0.1, targets=torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="no rule for module"):
         output_bounds(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(72, 2)), x, 0.1)
+
+
+# ----------------------------------------------------------------------------- partial channels (PC-DARTS)
+@pytest.mark.parametrize("train", [False, True])
+def test_partial_channel_supernet_sound(train):
+    """K = 2 (normal cells 1 of 2 channels, reductions with max-pooled bypass), random α and β:
+    no violation at sampled and PGD points, and the margin bound below falsify_margin's minimum."""
+    from rnas_lib.verify import falsify_margin
+
+    net = supernet(20 + train, C=2, steps=3, train=train, partial_channels=2)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(21))
+    y = torch.tensor([2, 0, 4])
+    eps, (norm, clip) = (0.02, BALLS[0]) if train else (0.1, BALLS[1])
+    check_model(net, x, y, eps, norm, clip, methods=("ibp", "crown-ibp"), seed=int(train))
+    f = frozen(net, x)
+    found = falsify_margin(f, x, y, eps, norm, n_random=16, steps=20, generator=torch.Generator().manual_seed(0))
+    for method in ("ibp", "crown-ibp"):
+        assert (margin_lower_bound(net, x, y, eps, norm, method) <= found + TOL).all()
+
+
+def test_partial_channel_zero_radius_bounds_equal_the_output():
+    net = supernet(22, C=4, steps=3, train=True, partial_channels=4)
+    x = torch.rand(2, 1, 8, 8)
+    f = frozen(net, x)(x).detach()
+    torch.testing.assert_close(net(x).detach(), f, rtol=0, atol=1e-9)
+    for method in ("ibp", "crown-ibp"):
+        lb, ub = output_bounds(net, x, 0.0, "inf", method)
+        torch.testing.assert_close(lb, f, rtol=0, atol=1e-9)
+        torch.testing.assert_close(ub, f, rtol=0, atol=1e-9)
+
+
+def test_partial_channel_cb_term_has_beta_gradients():
+    net = supernet(23, C=2, steps=2, train=True, partial_channels=2)
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    r = TERMS["dsrna_cb"](eps=0.01)(net, x, y)
+    grads = torch.autograd.grad(r, net.arch_parameters())
+    assert len(grads) == 4 and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)

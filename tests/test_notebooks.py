@@ -47,6 +47,24 @@ def test_robust_search_notebook(method, tmp_path):
         assert row["avg certified radius ℓ∞"] >= 0 and row["avg certified radius ℓ2"] >= 0, (label, row)
 
 
+@pytest.mark.notebook
+@pytest.mark.xdist_group("robust_search")
+@pytest.mark.parametrize("parameters, label", [({"method": "pcdarts"}, "pcdarts"),
+                                               ({"method": "dsrna_cb", "partial_channels": 4}, "dsrna_cb_pc4")],
+                         ids=["pcdarts", "dsrna_cb_pc4"])
+def test_partial_channel_search_notebook(parameters, label, tmp_path):
+    """Notebook 05 searches with partial channels (PC-DARTS, K = 4), alone and with the CB term, at
+    the smoke tier, for two epochs (the search only: the comparison of trained cells is the robust
+    methods' test)."""
+    run_and_check("05", {**parameters, "epochs": 2, "compare": False}, tmp_path / f"05_{label}.ipynb")
+    saved = json.loads((runs_root() / "smoke" / "search" / f"{label}_seed0" / "history.json").read_text())
+    assert saved["config"]["partial_channels"] == 4 and saved["config"]["method"] == parameters["method"]
+    last = saved["history"][-1]
+    assert len(last["beta_normal"]) == 14 and last["genotype"]["normal"]
+    if parameters["method"] == "dsrna_cb":
+        assert all(h["robustness"] is not None for h in saved["history"])
+
+
 def run_and_check(notebook, parameters, output):
     """Execute at the smoke tier; the parameters must have been injected and no cell may fail."""
     out = run_notebook(notebook, "smoke", parameters, output=output)

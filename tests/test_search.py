@@ -134,3 +134,52 @@ def test_smoke_darts_search_then_retraining_reaches_90_percent(tmp_path):
     assert found.history[-1]["val_acc"] > 0.6  # chance is 0.1
     trained = run_training(found.genotype, "smoke", seed=0, out_dir=tmp_path / "train", progress=False)
     assert trained.test_acc >= 0.90
+
+
+def test_partial_channels_configuration_and_run_names():
+    assert SearchConfig(method="pcdarts").partial_channels == 4
+    assert SearchConfig().partial_channels == SearchConfig(method="dsrna_cb").partial_channels == 1
+    assert search_mod.run_name(SearchConfig(method="pcdarts")) == "pcdarts"
+    assert search_mod.run_name(SearchConfig(method="dsrna_cb", partial_channels=4)) == "dsrna_cb_pc4"
+    assert search_mod.run_name(SearchConfig(method="pcdarts", partial_channels=2)) == "pcdarts_pc2"
+    assert "pcdarts" in search_mod.methods()
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="partial_channels must be a positive integer"):
+            SearchConfig(method="pcdarts", partial_channels=bad)
+    model = SearchNetwork(4, 10, 3, in_channels=1)
+    with pytest.raises(ValueError, match="partial_channels=4 but the supernet was built with partial_channels=1"):
+        search(model, None, None, SearchConfig(method="pcdarts"))
+
+
+def test_pcdarts_search_moves_beta_and_records_it(tmp_path):
+    r = run_search("smoke", "pcdarts", seed=0, out_dir=tmp_path, progress=False, lr_alpha=0.05,
+                   **{**TINY, "epochs": 1})
+    assert r.model.partial_channels == 4 and len(r.model.arch_parameters()) == 4
+    h = r.history[-1]
+    beta = torch.tensor(h["beta_normal"])
+    assert beta.shape == (14,) and torch.allclose(beta[:2].sum(), torch.tensor(1.0), atol=1e-6)
+    assert r.model.betas_normal.detach().abs().max() > 2e-2  # Adam (3 steps of ~0.05) moved β off its 1e-3 init
+    assert h["genotype"] == search_mod.to_dict(r.model.genotype())
+
+
+def test_second_order_gradient_with_partial_channels_matches_exact_unrolled_gradient():
+    """As above, for α and β of a partial-channel supernet (K = 2)."""
+    torch.manual_seed(0)
+    model = SearchNetwork(2, 3, 3, steps=2, multiplier=2, in_channels=1, partial_channels=2).double()
+    with torch.no_grad():
+        for a in model.arch_parameters():
+            a.normal_()
+    xt, yt = torch.rand(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 3, (8,))
+    xv, yv = torch.rand(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 3, (8,))
+    config = SearchConfig(order=2, momentum=0.0, weight_decay=0.0, lr_w=0.1, hvp_radius=1e-5, partial_channels=2)
+    approx, _ = _Searcher(model, config).unrolled_alpha_grads(xt, yt, xv, yv, robust=False)
+    arch_names = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")
+    names = [n for n, p in model.named_parameters() if n not in arch_names]
+    weights = [p for n, p in model.named_parameters() if n not in arch_names]
+    arch = model.arch_parameters()
+    g = torch.autograd.grad(F.cross_entropy(model(xt), yt), weights, create_graph=True)
+    params = {**{n: w - 0.1 * gw for n, w, gw in zip(names, weights, g)}, **dict(zip(arch_names, arch))}
+    exact = torch.autograd.grad(F.cross_entropy(torch.func.functional_call(model, params, (xv,)), yv), arch)
+    assert len(approx) == 4
+    for a, e in zip(approx, exact):
+        assert torch.allclose(a, e, rtol=1e-6, atol=1e-8), (a - e).abs().max()
