@@ -842,6 +842,8 @@ class _Bounder:
            to d blocks.
         """
         g = self.g
+        if not self.consumers:
+            return
         last = max(self.consumers)
         last_use = {k: i for i in range(1, last + 1) for k in g.inputs[i]}
         keep = g.crossing_nodes() if depth is not None else set()
