@@ -61,7 +61,7 @@ from .reference import ReferenceCell
 from .supernet import AVG, MAX, SKIP, SearchCell, SearchNetwork, SourceEdges
 
 NORMS = ("inf", 2)
-METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
+METHODS = ("ibp", "crown-ibp", "crown-forward", "crown", "alpha-crown")
 RELU_SLOPES = ("adaptive", "fast-lin")
 
 
@@ -1077,7 +1077,7 @@ class _Bounder:
             unstable[i] = (su > 0) & (su < 1)
             slopes[i] = sl.expand(B, S, *sl.shape[2:]).clone().requires_grad_(True)
         best = coef_best = off_best = None
-        opt = torch.optim.Adam(list(slopes.values()), lr=lr, maximize=True)
+        opt = torch.optim.Adam(list(slopes.values()), lr=lr, maximize=True) if relus else None
         try:
             for step in range(steps + 1):
                 with torch.enable_grad():
@@ -1085,14 +1085,16 @@ class _Bounder:
                         sl, su, bu = (t.detach() for t in saved[i])
                         self._relax[i] = (torch.where(unstable[i], slopes[i], sl), su, bu)
                     coef, offset = self.backward(start, A)
-                    lb = offset + self.concretize(coef)
+                    lb = offset if coef is None else offset + self.concretize(coef)
                     grads = torch.autograd.grad(lb.sum(), list(slopes.values())) if step < steps and relus else None
                 if best is None:
-                    best, coef_best, off_best = lb.detach(), coef.detach(), offset.detach()
+                    best, off_best = lb.detach(), offset.detach()
+                    coef_best = None if coef is None else coef.detach()
                 else:
                     better = lb.detach() > best
                     best = torch.where(better, lb.detach(), best)
-                    coef_best = torch.where(better.view(B, S, *[1] * (coef.dim() - 2)), coef.detach(), coef_best)
+                    if coef is not None:
+                        coef_best = torch.where(better.view(B, S, *[1] * (coef.dim() - 2)), coef.detach(), coef_best)
                     off_best = torch.where(better, offset.detach(), off_best)
                 if grads is None:
                     break
@@ -1209,8 +1211,8 @@ def _bounder(model, x, eps, norm, method, clip, relu_slope, graph=None) -> tuple
         raise ValueError("graph must be a trace of the model on x (use trace(model, x_batch).head(len(x)) "
                          f"when x is the head of a larger batch); it holds inputs of shape {tuple(graph.values[0].shape)}")
     bd = _Bounder(graph, eps_t, norm, clip, relu_slope)
-    if method in ("crown", "alpha-crown"):
-        bd.crown_intermediate()
+    if method in ("crown", "alpha-crown", "crown-forward"):
+        bd.crown_intermediate(refine=method != "crown-forward")
     else:
         bd.use_ibp_intermediate()
     return bd, norm
@@ -1227,7 +1229,7 @@ def _spec_certificate(bd: _Bounder, spec: torch.Tensor, method: str, alpha_steps
         lb, coef, offset = bd.optimized_lower(out, spec, alpha_steps)
     else:
         coef, offset = bd.backward(out, spec)
-        lb = offset + bd.concretize(coef)
+        lb = offset if coef is None else offset + bd.concretize(coef)
     return torch.maximum(lb, ibp), coef, offset
 
 

@@ -17,6 +17,7 @@ certify models in eval mode unless that is what you mean.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -47,19 +48,53 @@ def target_classes(logits: torch.Tensor, y: torch.Tensor, target: str,
     return (y + shift) % logits.shape[1]
 
 
-def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="inf", method="crown-ibp",
-                     target: str = "untargeted", eps_max: float | None = None, tol: float = 1e-3,
-                     clip=(0.0, 1.0), relu_slope: str = "adaptive",
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B,) certified radius in pixel units (ℓ∞ or ℓ2) of each sample, to within ``tol``.
+#: float64 margin (logit units) that the re-check of a float32 certificate demands: well above the
+#: round-off of a float64 bound (~1e-13 on these networks), so a re-checked certificate is sound
+RECHECK_MARGIN = 1e-8
 
+
+def check_certifiable(model: nn.Module, batch_statistics: bool) -> None:
+    """Certificates bound the network as it classifies: BatchNorm on its running statistics."""
+    if model.training and not batch_statistics:
+        raise ValueError(f"{type(model).__name__} is in train mode, where BatchNorm normalises with the statistics of "
+                         "the batch being certified, so a certificate would depend on the batch; call model.eval() "
+                         "first, or pass batch_statistics=True if that batch-dependent network is what you mean")
+
+
+def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="inf", method="crown",
+                     target: str = "untargeted", eps_max: float | None = None, tol: float = 1e-4,
+                     rtol: float = 0.01, clip=(0.0, 1.0), relu_slope: str = "adaptive",
+                     generator: torch.Generator | None = None, alpha_steps: int = 20, recheck: bool = True,
+                     batch_statistics: bool = False) -> torch.Tensor:
+    """(B,) certified radius in pixel units (ℓ∞ or ℓ2) of each sample: every returned r has a margin
+    lower bound > 0 on the r-ball (r = 0 for a misclassified sample), and the smallest radius found
+    not certifiable is at most max(tol, rtol·r) above it (r = eps_max if that is certified).
+
+    Search (per sample, vectorised): probes grow ×4 from a start until one fails, then go to the
+    geometric mean of the certified and the failed radius. A failed probe at ε still certifies the
+    radius r(ε) < ε at which its own linear bound (built for the ε-ball, so sound on every smaller
+    ball) concretises to 0 (``rnas_lib.bounds.margin_certificate``), which narrows the bracket
+    without another bound. For ``crown`` / ``alpha-crown`` the start is the ``crown-ibp`` radius
+    (cheap, itself a certificate) refined by the ``crown-forward`` radius, and probes grow ×2. Only
+    unfinished samples are bounded at each probe.
+    ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
+    a sample that fails gets the radius that float64 bound certifies instead.
     eps_max defaults to 1 for ℓ∞ (the whole [0, 1] box) and √(C·H·W) for ℓ2 (its diameter)."""
-    if not isinstance(tol, (int, float)) or not tol > 0:
-        raise ValueError(f"tol must be a positive number (the bisection's resolution), got {tol!r}")
+    from .bounds import METHODS
+
+    for name, v in (("tol", tol), ("rtol", rtol)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ValueError(f"{name} must be a number ≥ 0 (the bracket's resolution), got {v!r}")
+    if not (tol > 0 or rtol > 0):
+        raise ValueError(f"tol and rtol cannot both be 0 (the search would never stop); got tol={tol!r}, rtol={rtol!r}")
+    if method not in METHODS:
+        raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
+    norm = check_norm(norm)
     if eps_max is None:
-        eps_max = 1.0 if norm in ("inf", "linf", math.inf) else math.sqrt(math.prod(x.shape[1:]))
-    if not isinstance(eps_max, (int, float)) or not eps_max > 0:
+        eps_max = 1.0 if norm == "inf" else math.sqrt(math.prod(x.shape[1:]))
+    if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not eps_max > 0:
         raise ValueError(f"eps_max must be a positive number, got {eps_max!r}")
+    check_certifiable(model, batch_statistics)
     y = torch.as_tensor(y, device=x.device)
     with torch.no_grad():
         logits = trace(model, x).values[-1]
@@ -67,20 +102,61 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
             raise ValueError(f"y must hold one label per sample, shape ({x.shape[0]},), got {tuple(y.shape)}")
         targets = target_classes(logits, y, target, generator)
         correct = logits.argmax(1) == y
-
-        def certified(eps: torch.Tensor) -> torch.Tensor:
-            m = margin_lower_bound(model, x, y, eps, norm, method, targets=targets, clip=clip, relu_slope=relu_slope)
-            return (m > 0) & correct
-
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        hi = torch.full_like(lo, float(eps_max))
-        top = certified(hi)
-        lo = torch.where(top, hi, lo)
-        for _ in range(max(0, math.ceil(math.log2(eps_max / tol)))):
-            mid = (lo + hi) / 2
-            ok = certified(mid)
-            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+        for cheap in _CHEAPER.get(method, ()):  # certified starts from cheaper bounds
+            lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
+                         alpha_steps, lo, growth=4.0)
+        lo = _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
+                     growth=2.0 if method in _CHEAPER else 4.0)
+        if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
+            lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps)
         return torch.where(correct, lo, torch.zeros_like(lo))
+
+
+#: the cheaper bounds whose radii start the search of an expensive one (each radius is a certificate)
+_CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forward"),
+            "alpha-crown": ("crown-ibp", "crown-forward")}
+
+
+def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
+            growth):
+    """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,): probes grow by
+    ``growth`` from 1.5·lo (or eps_max/1024) until one fails, then bisect geometrically."""
+    from .bounds import margin_certificate
+
+    hi = torch.full_like(lo, float(eps_max))
+    failed = torch.zeros_like(correct)
+    start = float(eps_max) / 1024
+    probe = torch.where(lo > 0, (1.5 * lo).clamp(max=float(eps_max)), torch.full_like(lo, start))
+    for _ in range(100):
+        active = correct & (hi - lo > torch.clamp(rtol * hi, min=tol)) & (lo < hi)
+        if not bool(active.any()):
+            break
+        i = active.nonzero().squeeze(1)
+        t = None if targets is None else targets[i]
+        m, r = margin_certificate(model, x[i], y[i], probe[i], norm, method, t, clip, relu_slope, alpha_steps)
+        ok = m > 0
+        lo[i] = torch.where(ok, probe[i], torch.maximum(lo[i], r))
+        hi[i] = torch.where(ok, hi[i], probe[i])
+        failed[i] |= ~ok
+        grow = (growth * probe[i]).clamp(max=float(eps_max))
+        mid = torch.where(lo[i] > 0, (lo[i] * hi[i]).sqrt(), hi[i] / 4)
+        probe[i] = torch.where(failed[i], mid, grow)
+    return lo
+
+
+def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps):
+    """Radii ``lo`` re-verified in float64 (margin > RECHECK_MARGIN), else the float64-certified r."""
+    from .bounds import margin_certificate
+
+    model64 = copy.deepcopy(model).double()
+    i = (lo > 0).nonzero().squeeze(1)
+    t = None if targets is None else targets[i]
+    m, r = margin_certificate(model64, x[i].double(), y[i], lo[i].double(), norm, method, t, clip, relu_slope,
+                              alpha_steps, threshold=RECHECK_MARGIN)
+    lo = lo.clone()
+    lo[i] = torch.where(m > RECHECK_MARGIN, lo[i], r.to(lo.dtype).clamp(max=lo[i]))
+    return lo
 
 
 # --------------------------------------------------------------------------- the empirical side
