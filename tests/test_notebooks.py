@@ -4,7 +4,8 @@ import json
 import nbformat
 import pytest
 
-from rnas_lib.runs import notebooks, run_notebook, runs_root
+from rnas_lib.runs import notebooks, run_notebook
+from rnas_lib.search import search_run_dir
 
 NOTEBOOKS = notebooks()
 
@@ -40,7 +41,7 @@ def test_robust_search_notebook(method, tmp_path):
     """Notebook 05 searches with each robust method at the smoke tier and reports its cell's clean
     accuracy and average certified radii (ℓ∞, ℓ2) next to the darts cell's."""
     run_and_check("05", {"method": method}, tmp_path / f"05_{method}.ipynb")
-    table = json.loads((runs_root() / "smoke" / "search" / f"{method}_seed0" / "comparison.json").read_text())["table"]
+    table = json.loads((search_run_dir("smoke", method, 0) / "comparison.json").read_text())["table"]
     for label in (method, "darts"):
         row = table[label]
         assert row["clean accuracy"] > 0.5, (label, row)
