@@ -227,7 +227,7 @@ def test_bad_arguments(kwargs, match):
 
 def test_dual_norm():
     assert dual_norm("inf") == 1 and dual_norm(float("inf")) == 1 and dual_norm(2) == 2
-    with pytest.raises(ValueError, match="unknown threat norm 1"):
+    with pytest.raises(ValueError, match="unknown norm 1"):
         dual_norm(1)
 
 
@@ -266,7 +266,7 @@ def test_dsrna_jb_term_is_minus_the_first_order_bound(mode, norm):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"norm": 1}, "unknown threat norm 1"), ({"mode": "fro"}, "unknown Jacobian mode 'fro'"),
+    ({"norm": 1}, "unknown norm 1"), ({"mode": "fro"}, "unknown Jacobian mode 'fro'"),
     ({"eps": 0}, "eps must be > 0"), ({"n_proj": 0}, "n_proj must be a positive integer"),
 ])
 def test_dsrna_jb_bad_options(kwargs, match):
