@@ -33,6 +33,8 @@ def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "save_checkpoint", real)
     resumed = run_training("DARTS_V1", "smoke", seed=0, out_dir=tmp_path / "c", progress=False, epochs=3)
     assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in whole.history]
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_checkpoints_load_without_executing_code(tmp_path):
