@@ -192,5 +192,21 @@ def run_notebook(notebook, tier: str = "smoke", parameters: dict | None = None, 
     papermill.execute_notebook(
         str(notebook), str(output), parameters={"tier": tier, **(parameters or {})},
         cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
+        kernel_manager_class=_local_kernel_manager(),
     )
     return output
+
+
+def _local_kernel_manager():
+    """A kernel manager whose kernel talks over local (Unix-domain, IPC) sockets, not TCP: the
+    kernel then needs no network port and warns of no unencrypted TCP traffic (ipykernel warns on
+    every TCP start); its socket files live beside the connection file and are removed at shutdown."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+    return LocalKernelManager

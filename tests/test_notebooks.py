@@ -60,3 +60,20 @@ def run_and_check(notebook, parameters, output):
         assert f"{name} = {value!r}".replace("'", '"') in injected[0].source
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+def test_notebook_kernels_run_without_the_tcp_transport_warning(tmp_path, capfd):
+    """run_notebook starts its kernels on local IPC sockets: ipykernel warns on every TCP start
+    ("running over TCP without encryption"), and that line followed every notebook of the workbook."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    parameters = nbformat.v4.new_code_cell('tier = "smoke"')
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell("print('ran at tier', tier)")]
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    out = run_notebook(tmp_path / "tiny.ipynb", "smoke", output=tmp_path / "out.ipynb")
+    assert nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"] == "ran at tier smoke\n"
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb", "tiny.ipynb"]  # no socket files left
