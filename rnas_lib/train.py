@@ -102,7 +102,10 @@ def network_spec(model: Network) -> dict:
 
 
 def load_network(path) -> Network:
-    """The trained network saved by ``train_network`` at ``path`` (a checkpoint.pt), in eval mode."""
+    """The trained network saved by ``train_network`` at ``path`` (a checkpoint.pt), in eval mode;
+    in a run folder, only once the run has finished (FileNotFoundError otherwise)."""
+    if (Path(path).parent / "config.json").exists():
+        require_complete(Path(path).parent)
     state = load_checkpoint(path)
     if "spec" not in state or "model" not in state:
         raise ValueError(f"{path} is not a trained-network checkpoint (no 'spec'); it was not written by train_network")

@@ -165,6 +165,8 @@ def test_training_with_drop_path_killed_during_a_save_resumes_to_the_same_weight
         with pytest.raises(Killed):
             run_training("DARTS_V1", "smoke", seed=0, out_dir=tmp_path / "cut", progress=False, **settings)
     assert not is_complete(tmp_path / "cut")
+    with pytest.raises(FileNotFoundError, match="not finished"):
+        train_mod.load_network(tmp_path / "cut" / "checkpoint.pt")  # an intermediate network is not the result
     torch.randn(7)
     resumed = run_training("DARTS_V1", "smoke", seed=0, out_dir=tmp_path / "cut", progress=False, **settings)
     assert is_complete(tmp_path / "cut")
