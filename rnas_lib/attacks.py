@@ -83,13 +83,35 @@ def _check_count(name: str, value) -> int:
     return int(value)
 
 
-def _check_inputs(x, y):
+def check_images(x, clip=(0.0, 1.0), name: str = "x") -> torch.Tensor:
+    """``x`` if it is a (B, C, H, W) tensor of finite pixels inside the clip box ``clip`` = (lo, hi);
+    else one ValueError naming what is wrong. Attacks and certificates are only meaningful there:
+    outside [0, 1] (0–255 pixels, or images already normalised) the threat ball is clipped to a
+    box that does not contain x, and a NaN compares false with every bound."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError(f"x must be a (B, C, H, W) tensor of pixels, got {type(x).__name__} "
+        raise ValueError(f"{name} must be a (B, C, H, W) tensor of pixels, got {type(x).__name__} "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
-    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-        raise ValueError(f"x must hold pixels in [0, 1] (the model normalises them), got values in "
-                         f"[{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    lo, hi = (float(c) for c in clip)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"the clip box must be two finite numbers lo < hi, got {clip!r}")
+    if not x.numel():
+        return x
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        first = tuple(int(i) for i in (~finite).nonzero()[0])
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or ±inf), the first at index {first}; "
+                         f"attacks and certificates need finite pixels in [{lo:g}, {hi:g}]")
+    x_min, x_max = float(x.min()), float(x.max())
+    if x_min < lo or x_max > hi:
+        raise ValueError(f"{name} must hold pixels in [{lo:g}, {hi:g}] (the model normalises them itself), got values "
+                         f"in [{x_min:.4g}, {x_max:.4g}]; divide 0–255 images by 255, and pass images before "
+                         "any normalisation")
+    return x
+
+
+def _check_inputs(x, y):
+    check_images(x)
     y = torch.as_tensor(y, device=x.device)
     if y.shape != (x.shape[0],):
         raise ValueError(f"y must hold one label per image, shape ({x.shape[0]},), got {tuple(y.shape)}")

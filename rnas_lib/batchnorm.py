@@ -29,7 +29,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if (has_torch_function_variadic(x, weight, bias)  # a torch-function mode (jacobian) sees F.batch_norm
             or not (training and x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous()
                     and x.is_contiguous(memory_format=torch.channels_last))):
-        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        if y.requires_grad and x.dim() == 4:
+            y.register_hook(_gradient_in_layout_of(x))
+        return y
     y, mean, _, var = _ChannelsLastBatchNorm.apply(x, weight, bias, eps)
     if running_mean is not None:  # x has at least 2 values per channel: it is not also contiguous
         count = x.numel() // x.shape[1]
@@ -37,6 +40,23 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             running_mean.lerp_(mean, momentum)
             running_var.lerp_(var * (count / (count - 1)), momentum)
     return y
+
+
+def _gradient_in_layout_of(x: torch.Tensor):
+    """A hook that hands PyTorch's batch-norm backward its output gradient in x's memory layout.
+
+    PyTorch's CPU ``native_batch_norm_backward`` (torch 2.14) returns wrong gradients when x and
+    the output gradient have different layouts and one of them is channels-last with a
+    non-canonical stride on a size-1 dimension: e.g. x (1, C, H, W) contiguous and a gradient with
+    strides (C, 1, W·C, C), which the views of a batch of one image produce (the batch stride of a
+    size-1 batch is arbitrary). Its mixed-layout path reads such a tensor wrongly; with both in
+    one layout it takes the path that reads them correctly. A copy happens only when the layouts
+    differ.
+    """
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        # by permutes: vmap (batched gradients) cannot query channels-last contiguity
+        return lambda grad: None if grad is None else grad.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    return lambda grad: None if grad is None else grad.contiguous()
 
 
 class _ChannelsLastBatchNorm(torch.autograd.Function):

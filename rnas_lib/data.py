@@ -146,6 +146,8 @@ def _folder(path: Path, train: bool, image_size: int = 32) -> TensorData:
 
 
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+#: where torchvision keeps each dataset under data_root
+_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
 
 
 def _torchvision(name: str, root: Path, train: bool, download: bool) -> TensorData:
@@ -166,7 +168,7 @@ def _torchvision(name: str, root: Path, train: bool, download: bool) -> TensorDa
 
 
 def _missing(name: str, root: Path) -> FileNotFoundError:
-    folder = root / _TORCHVISION[name]
+    folder = root / _FOLDERS[name]
     return FileNotFoundError(
         f"dataset {name!r} is not under {folder} (data_root={root}) and could not be downloaded. "
         f"On a machine with internet run torchvision.datasets.{_TORCHVISION[name]}(root={str(root)!r}, download=True), "

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .ops import PRIMITIVES
+from .runs import save_json
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 
@@ -122,31 +123,44 @@ def to_dict(genotype: Genotype) -> dict:
 
 
 def from_dict(d: dict) -> Genotype:
+    """The Genotype of ``to_dict``'s form; ValueError naming the first malformed entry."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a genotype must be a JSON object with keys normal, normal_concat, reduce, reduce_concat, "
+                         f"got {type(d).__name__}")
     missing = {"normal", "normal_concat", "reduce", "reduce_concat"} - set(d)
     if missing:
         raise ValueError(f"genotype is missing {sorted(missing)}; expected keys normal, normal_concat, reduce, reduce_concat")
-    return validate(
-        Genotype(
-            normal=[(str(op), int(i)) for op, i in d["normal"]],
-            normal_concat=[int(i) for i in d["normal_concat"]],
-            reduce=[(str(op), int(i)) for op, i in d["reduce"]],
-            reduce_concat=[int(i) for i in d["reduce_concat"]],
-        )
-    )
+    genes = {}
+    for name in ("normal", "reduce"):
+        if not isinstance(d[name], list):
+            raise ValueError(f"genotype {name!r} must be a list of [op, input] pairs, got {d[name]!r}")
+        for n, entry in enumerate(d[name]):
+            if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str)
+                    or isinstance(entry[1], bool) or not isinstance(entry[1], int)):
+                raise ValueError(f"genotype {name!r} entry {n} must be an [op, input] pair such as "
+                                 f"[\"sep_conv_3x3\", 1], got {entry!r}")
+        genes[name] = [(op, i) for op, i in d[name]]
+        concat = d[f"{name}_concat"]
+        if not isinstance(concat, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in concat):
+            raise ValueError(f"genotype '{name}_concat' must be a list of node indices, got {concat!r}")
+    return validate(Genotype(normal=genes["normal"], normal_concat=list(d["normal_concat"]),
+                             reduce=genes["reduce"], reduce_concat=list(d["reduce_concat"])))
 
 
 def save_genotype(genotype: Genotype, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(genotype), indent=1))
-    return path
+    """Write ``genotype`` as JSON (atomically: ``rnas_lib.runs.save_json``)."""
+    return save_json(to_dict(genotype), path)
 
 
 def load_genotype(path) -> Genotype:
+    """The genotype saved at ``path``; FileNotFoundError or ValueError naming the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no genotype file at {path}; save one with save_genotype() or run notebook 05")
-    return from_dict(json.loads(path.read_text()))
+    try:
+        return from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path} is not a valid genotype file: {err}") from None
 
 
 def get_genotype(name_or_path) -> Genotype:

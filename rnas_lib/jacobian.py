@@ -47,18 +47,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .attacks import check_norm
+
 MODES = ("projection", "exact", "top_logit")
 ROW_NORMS = ("fro", 1, 2)
 THREAT_NORMS = ("inf", 2)
 
 
 def dual_norm(norm) -> int:
-    """q with 1/p + 1/q = 1 for the threat norm p: ℓ∞ → 1, ℓ2 → 2."""
-    if norm in ("inf", float("inf")):
-        return 1
-    if norm == 2:
-        return 2
-    raise ValueError(f"unknown threat norm {norm!r}; allowed: 'inf' (ℓ∞ ball) or 2 (ℓ2 ball)")
+    """q with 1/p + 1/q = 1 for the threat norm p: ℓ∞ → 1, ℓ2 → 2 (every spelling ``check_norm`` accepts)."""
+    return 1 if check_norm(norm) == "inf" else 2
 
 
 class _StatGate(torch.autograd.Function):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .batchnorm import BatchNorm2d
 from .genotypes import Genotype, get_genotype
 from .ops import FactorizedReduce, Identity, Normalize, ReLUConvBN, make_op
 from .supernet import SearchNetwork
@@ -103,7 +104,7 @@ class Network(nn.Module):
         self.normalize = Normalize(mean if mean is not None else [0.0] * in_channels,
                                    std if std is not None else [1.0] * in_channels)
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), BatchNorm2d(C_curr))
         C_pp, C_p, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False

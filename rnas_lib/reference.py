@@ -1,15 +1,19 @@
-"""The straightforward DARTS supernet, one module per op per edge: Σ_o w_o · o(x) (as in the
-original DARTS code). rnas keeps it as an independent implementation: tests check that the fused
-``SearchNetwork`` computes the same function, and ``benchmarks/bench_supernet.py`` times both.
-With ``partial_channels`` K > 1 it is PC-DARTS' ``model_search.py``: each edge runs its ops on the
-first C/K channels, concatenates the other channels (2×2 max-pooled when the edge has stride 2),
-shuffles the channels (groups K), and every edge output is multiplied by its normalised β.
+"""Straightforward references, one module per op, as in the original DARTS code: the supernet
+(Σ_o w_o · o(x) on every edge) and the discrete network of a genotype (DARTS' NetworkCIFAR without
+the auxiliary head, its ops written out here from plain torch modules). rnas keeps them as
+independent implementations: tests check that the fused ``SearchNetwork`` and ``Network`` compute
+the same functions, and ``benchmarks/bench_supernet.py`` times the supernets.
+With ``partial_channels`` K > 1 the supernet is PC-DARTS' ``model_search.py``: each edge runs its
+ops on the first C/K channels, concatenates the other channels (2×2 max-pooled when the edge has
+stride 2), shuffles the channels (groups K), and every edge output is multiplied by its normalised β.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .genotypes import get_genotype
 
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 from .supernet import CONV_ORDER, SearchNetwork
@@ -139,3 +143,152 @@ def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, start: int, C: int) -> No
     dst.running_mean.copy_(src.running_mean[start : start + C])
     dst.running_var.copy_(src.running_var[start : start + C])
     dst.num_batches_tracked.copy_(src.num_batches_tracked)
+
+
+# --------------------------------------------------------------------------- the discrete network
+class _ReLUConvBN(nn.Module):
+    """ReLU → conv → BN (DARTS' ReLUConvBN)."""
+
+    def __init__(self, C_in, C_out, kernel, stride, padding):
+        super().__init__()
+        self.op = nn.Sequential(nn.ReLU(), nn.Conv2d(C_in, C_out, kernel, stride, padding, bias=False),
+                                nn.BatchNorm2d(C_out))
+
+    def forward(self, x):
+        return self.op(x)
+
+
+def _dil_conv(C, kernel, stride, padding, dilation) -> nn.Sequential:
+    """DARTS' DilConv: ReLU → depthwise (dilated) conv → pointwise conv → BN."""
+    return nn.Sequential(nn.ReLU(), nn.Conv2d(C, C, kernel, stride, padding, dilation, groups=C, bias=False),
+                         nn.Conv2d(C, C, 1, bias=False), nn.BatchNorm2d(C))
+
+
+def _sep_conv(C, kernel, stride, padding) -> nn.Sequential:
+    """DARTS' SepConv: the DilConv block twice (dilation 1), only the first strided; one flat Sequential."""
+    return nn.Sequential(*_dil_conv(C, kernel, stride, padding, 1), *_dil_conv(C, kernel, 1, padding, 1))
+
+
+class _FactorizedReduce(nn.Module):
+    def __init__(self, C_in, C_out):
+        super().__init__()
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out)
+
+    def forward(self, x):
+        x = torch.relu(x)
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+class _Zero(nn.Module):
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class _Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+def _op(name: str, C: int, stride: int) -> nn.Module:
+    """DARTS' OPS table."""
+    table = {
+        "none": lambda: _Zero(stride),
+        "avg_pool_3x3": lambda: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+        "max_pool_3x3": lambda: nn.MaxPool2d(3, stride=stride, padding=1),
+        "skip_connect": lambda: _Identity() if stride == 1 else _FactorizedReduce(C, C),
+        "sep_conv_3x3": lambda: _sep_conv(C, 3, stride, 1),
+        "sep_conv_5x5": lambda: _sep_conv(C, 5, stride, 2),
+        "dil_conv_3x3": lambda: _dil_conv(C, 3, stride, 2, 2),
+        "dil_conv_5x5": lambda: _dil_conv(C, 5, stride, 4, 2),
+    }
+    return table[name]()
+
+
+def _drop_path(x, drop_prob):
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x.div(keep).mul(mask)
+
+
+class _ReferenceCell(nn.Module):
+    def __init__(self, genotype, C_prev_prev, C_prev, C, reduction, reduction_prev):
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = (_FactorizedReduce(C_prev_prev, C) if reduction_prev
+                            else _ReLUConvBN(C_prev_prev, C, 1, 1, 0))
+        self.preprocess1 = _ReLUConvBN(C_prev, C, 1, 1, 0)
+        op_names, indices = zip(*(genotype.reduce if reduction else genotype.normal))
+        self._concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
+        self._steps = len(op_names) // 2
+        self._indices = indices
+        self.multiplier = len(self._concat)
+        self._ops = nn.ModuleList(_op(name, C, 2 if reduction and index < 2 else 1)
+                                  for name, index in zip(op_names, indices))
+
+    def forward(self, s0, s1, drop_prob):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(self._steps):
+            h1 = self._ops[2 * i](states[self._indices[2 * i]])
+            h2 = self._ops[2 * i + 1](states[self._indices[2 * i + 1]])
+            if self.training and drop_prob > 0.0:
+                if not isinstance(self._ops[2 * i], _Identity):
+                    h1 = _drop_path(h1, drop_prob)
+                if not isinstance(self._ops[2 * i + 1], _Identity):
+                    h2 = _drop_path(h2, drop_prob)
+            states.append(h1 + h2)
+        return torch.cat([states[i] for i in self._concat], dim=1)
+
+
+class ReferenceNetwork(nn.Module):
+    """DARTS' NetworkCIFAR (no auxiliary head) behind rnas's input normalisation: (x − mean)/std →
+    stem (3×3 conv, BN) → cells (reductions at layers//3 and 2·layers//3) → global average pool →
+    linear. Same constructor as ``rnas_lib.network.Network``."""
+
+    def __init__(self, genotype, C, num_classes, layers, in_channels=3, stem_multiplier=3, mean=None, std=None,
+                 drop_path_prob: float = 0.0):
+        super().__init__()
+        genotype = get_genotype(genotype)
+        self.drop_path_prob = drop_path_prob
+        self.register_buffer("mean", torch.tensor(mean if mean is not None else [0.0] * in_channels).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std if std is not None else [1.0] * in_channels).view(1, -1, 1, 1))
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            cell = _ReferenceCell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            reduction_prev = reduction
+            self.cells.append(cell)
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def forward(self, x):
+        s0 = s1 = self.stem((x - self.mean) / self.std)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+        return self.classifier(self.global_pooling(s1).view(s1.size(0), -1))
+
+    @torch.no_grad()
+    def load_from(self, net: nn.Module) -> "ReferenceNetwork":
+        """Copy every parameter and buffer of an ``rnas_lib.network.Network`` of the same genotype and
+        shape (both register them in DARTS' order, so they pair up one by one)."""
+        own = list(self.state_dict().items())
+        theirs = list(net.state_dict().items())
+        if len(own) != len(theirs):
+            raise ValueError(f"the networks differ: {len(own)} tensors here, {len(theirs)} in {type(net).__name__}")
+        for (name, dst), (src_name, src) in zip(own, theirs):
+            if dst.shape != src.shape:
+                raise ValueError(f"{name} {tuple(dst.shape)} cannot take {src_name} {tuple(src.shape)}")
+            dst.copy_(src)
+        return self

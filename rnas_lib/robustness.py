@@ -4,7 +4,10 @@ A search method ``m`` with a term minimises, at the architecture level,
     L_α = CE(f(x_val), y_val) − γ · R(f, x_val, y_val)
 (and, if asked, L_w = CE(f(x_train), y_train) − γ_w · R(f, x_train, y_train) at the weight level).
 ``TERMS`` maps a method name to a factory: ``TERMS[m](**options)`` returns the callable R; a
-factory's ``default_gamma`` (if set) is the γ a search uses when none is given.
+factory's ``default_gamma`` (if set) is the γ a search uses when none is given. A term that draws
+random numbers owns a ``torch.Generator`` as its ``generator`` attribute; a search seeds it from
+its seed and saves its state in every checkpoint, so that a resumed search draws what an
+uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -126,15 +129,18 @@ def dsrna_jb(eps: float = 0.1, norm="inf", mode: str = "projection", n_proj: int
     if mode == "projection" and (isinstance(n_proj, bool) or not isinstance(n_proj, int) or n_proj < 1):
         raise ValueError(f"n_proj must be a positive integer, got {n_proj!r}")
 
+    generator = torch.Generator()  # the projections' own random stream (a search seeds it and saves its state)
+
     def robustness(model, x, y):
-        return -first_order_bound(model, x, eps, norm, mode, n_proj).mean()
+        return -first_order_bound(model, x, eps, norm, mode, n_proj, generator=generator).mean()
 
     def with_logits(model, x, y):
         """(logits, R) from one forward pass, which stands in for the model's own forward."""
-        bound, logits = first_order_bound(model, x, eps, norm, mode, n_proj, return_logits=True)
+        bound, logits = first_order_bound(model, x, eps, norm, mode, n_proj, generator=generator, return_logits=True)
         return logits, -bound.mean()
 
     robustness.with_logits = with_logits
+    robustness.generator = generator
     return robustness
 
 
@@ -167,6 +173,7 @@ def dsrna_combined(eps: float = 0.1, norm="inf", w_cb: float = 1.0, w_jb: float 
         return logits, w_cb * certified(model, x, y) + w_jb * r_j
 
     robustness.with_logits = with_logits
+    robustness.generator = r_jb.generator
     return robustness
 
 

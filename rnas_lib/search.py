@@ -17,8 +17,12 @@ Partial channels (``SearchConfig.partial_channels`` = K, ``rnas_lib.supernet``):
 on 1/K of its input's channels, with PC-DARTS' edge normalisation β (more architecture parameters,
 optimised with α). ``pcdarts`` is ``darts`` with K = 4 by default (PC-DARTS' choice); any method
 takes K, e.g. ``method="dsrna_cb", partial_channels=4`` is the DSRNA-CB search in the PC-DARTS
-setting. K = 1 (the default of every other method) is plain DARTS. Each epoch writes ``history.json``, ``genotype.json`` and a resumable
-``checkpoint.pt`` into the run folder.
+setting. K = 1 (the default of every other method) is plain DARTS.
+
+Each epoch saves one resumable ``checkpoint.pt`` (model, optimisers, every random-number state,
+history; written atomically, so a kill mid-save leaves the previous epoch's whole) and
+``history.json`` (the progress so far). Only a finished search writes ``genotype.json`` and then,
+last, its completion record ``complete.json`` (``rnas_lib.runs``).
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ from . import robustness
 from .data import TensorData, batches, dataset_info, load_dataset, search_split
 from .devices import model_device, resolve_device
 from .genotypes import Genotype, random_genotype, save_genotype, to_dict
-from .runs import load_checkpoint, run_dir, save_checkpoint, save_json
+from .runs import (keyed_run_dir, load_checkpoint, mark_complete,
+                   require_complete, save_checkpoint, save_json, start_run)
 from .supernet import SearchNetwork
 from .tiers import Tier, get_tier
 
@@ -220,20 +225,27 @@ class _Searcher:
 
 
 def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, config: SearchConfig,
-           out_dir=None, resume: bool = True, progress: bool = True) -> SearchResult:
+           out_dir=None, resume: bool = True, progress: bool = True, run_config: dict | None = None) -> SearchResult:
     """Run the bilevel search of ``config.method`` on ``model``, on the model's device (the data's
     batches are moved there); see the module docstring. The model must have been built with
-    ``partial_channels=config.partial_channels``."""
+    ``partial_channels=config.partial_channels``. With ``out_dir``, the run's configuration
+    (``run_config``, by default ``asdict(config)``) is stored there, and a folder holding another
+    configuration is refused; a finished run in it is loaded, not repeated."""
     if config.method != "random" and model.partial_channels != config.partial_channels:
         raise ValueError(
             f"the configuration asks for partial_channels={config.partial_channels} but the supernet was built "
             f"with partial_channels={model.partial_channels}; build "
             f"SearchNetwork(..., partial_channels={config.partial_channels}) or change the configuration"
         )
+    if out_dir is not None:
+        start_run(out_dir, run_config if run_config is not None else {"search": asdict(config)}, resume)
     if config.method == "random":
         return _random_search(model, config, out_dir)
     searcher = _Searcher(model, config)
     generator = torch.Generator().manual_seed(config.seed)
+    term_generator = getattr(searcher.term, "generator", None)
+    if term_generator is not None:
+        term_generator.manual_seed(config.seed)
     history, start = [], 0
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.exists():
@@ -274,6 +286,8 @@ def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, c
         epochs.set_postfix(val_acc=f"{val_acc:.3f}", train_loss=f"{record['train_loss']:.3f}")
         if out_dir is not None:
             _save(Path(out_dir), model, searcher, generator, config, history)
+    if out_dir is not None:
+        _finish(Path(out_dir), model.genotype(), config, history)
     return SearchResult(model.genotype(), history, model, Path(out_dir) if out_dir is not None else None)
 
 
@@ -285,18 +299,47 @@ def _edge_record(model) -> dict:
     return {"beta_normal": b_normal.tolist(), "beta_reduce": b_reduce.tolist()}
 
 
+def rng_states(*generators: torch.Generator | None) -> dict:
+    """Every random-number state a run depends on: the global CPU one, every CUDA device's (when
+    there are GPUs), and the given generators' (None for an absent one)."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "generators": [g.get_state() if g is not None else None for g in generators]}
+
+
+def set_rng_states(states: dict, *generators: torch.Generator | None) -> None:
+    """Restore what ``rng_states`` saved (the CUDA states only on a machine with as many GPUs)."""
+    torch.set_rng_state(states["cpu"])
+    if states["cuda"] and torch.cuda.is_available() and torch.cuda.device_count() == len(states["cuda"]):
+        torch.cuda.set_rng_state_all(states["cuda"])
+    for g, state in zip(generators, states["generators"]):
+        if g is not None and state is not None:
+            g.set_state(state)
+
+
 def _save(out_dir, model, searcher, generator, config, history):
+    """One checkpoint file holds the whole epoch (written atomically: all or nothing); history.json
+    is a readable copy of its history."""
     save_checkpoint({
         "model": model.state_dict(), "w_opt": searcher.w_opt.state_dict(), "a_opt": searcher.a_opt.state_dict(),
-        "generator": generator.get_state(), "rng": torch.get_rng_state(), "config": asdict(config),
+        "rng": rng_states(generator, getattr(searcher.term, "generator", None)), "config": asdict(config),
         "history": history,
     }, out_dir / "checkpoint.pt")
     save_json({"config": asdict(config), "history": history}, out_dir / "history.json")
-    save_genotype(model.genotype(), out_dir / "genotype.json")
+
+
+def _finish(out_dir, genotype, config, history):
+    """The results of a finished search, then its completion record (last)."""
+    save_json({"config": asdict(config), "history": history}, out_dir / "history.json")
+    save_genotype(genotype, out_dir / "genotype.json")
+    mark_complete(out_dir, {"config": asdict(config), "epochs": len(history), "genotype": to_dict(genotype)})
 
 
 def _restore(path, model, searcher, generator, config):
     state = load_checkpoint(path)
+    missing = {"model", "w_opt", "a_opt", "rng", "config", "history"} - set(state)
+    if missing:
+        raise ValueError(f"{path} is not a search checkpoint (it lacks {sorted(missing)}); delete it to start over")
     if state["config"] != asdict(config):
         diff = {k: (state["config"].get(k), v) for k, v in asdict(config).items() if state["config"].get(k) != v}
         raise ValueError(
@@ -306,16 +349,14 @@ def _restore(path, model, searcher, generator, config):
     model.load_state_dict(state["model"])
     searcher.w_opt.load_state_dict(state["w_opt"])
     searcher.a_opt.load_state_dict(state["a_opt"])
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["rng"])
+    set_rng_states(state["rng"], generator, getattr(searcher.term, "generator", None))
     return len(state["history"]), list(state["history"])
 
 
 def _random_search(model, config, out_dir):
     genotype = random_genotype(model.steps, model.multiplier, torch.Generator().manual_seed(config.seed))
     if out_dir is not None:
-        save_json({"config": asdict(config), "history": []}, Path(out_dir) / "history.json")
-        save_genotype(genotype, Path(out_dir) / "genotype.json")
+        _finish(Path(out_dir), genotype, config, [])
     return SearchResult(genotype, [], None, Path(out_dir) if out_dir is not None else None)
 
 
@@ -326,10 +367,41 @@ def run_name(config: SearchConfig) -> str:
     return config.method if config.partial_channels == default else f"{config.method}_pc{config.partial_channels}"
 
 
+def search_run_config(tier: Tier, config: SearchConfig) -> dict:
+    """The whole configuration that determines a search's result: the search settings and the
+    tier fields the search reads (dataset, its size limit, the supernet's shape)."""
+    fields = ("dataset", "search_C", "search_layers", "search_limit", "steps", "multiplier")
+    return {"search": asdict(config), "tier": {k: getattr(tier, k) for k in fields}}
+
+
+def _search_setup(tier, method, seed, config_overrides):
+    tier_fields = {k: config_overrides.pop(k) for k in list(config_overrides) if k in TIER_FIELDS}
+    t = get_tier(tier, **tier_fields)
+    config_overrides.setdefault("epochs", t.search_epochs)
+    config_overrides.setdefault("batch_size", t.search_batch_size)
+    return t, SearchConfig(method=method, seed=seed, **config_overrides)
+
+
+def search_run_dir(tier: str = "smoke", method: str = "darts", seed: int = 0, **config_overrides) -> Path:
+    """The run folder ``run_search`` uses for these arguments: runs/<tier>/search/<name>_seed<seed>-<key>/."""
+    t, config = _search_setup(tier, method, seed, dict(config_overrides))
+    return keyed_run_dir(t.name, "search", f"{run_name(config)}_seed{seed}", search_run_config(t, config))
+
+
+def finished_genotype(out_dir) -> Genotype:
+    """The genotype of the finished search in ``out_dir``; FileNotFoundError if it did not finish."""
+    from .genotypes import load_genotype
+
+    require_complete(out_dir)
+    return load_genotype(Path(out_dir) / "genotype.json")
+
+
 def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_root=None, out_dir=None,
                resume: bool = True, progress: bool = True, device=None, **config_overrides) -> SearchResult:
-    """Search at a tier's size on its dataset; results in ``runs/<tier>/search/<name>_seed<seed>/``,
-    ``<name>`` from ``run_name`` (the method, and the partial channels K when not its default).
+    """Search at a tier's size on its dataset; results in ``runs/<tier>/search/<name>_seed<seed>-<key>/``,
+    ``<name>`` from ``run_name`` (the method, and the partial channels K when not its default),
+    ``key`` a hash of the whole configuration (``search_run_config``); a finished run there is
+    loaded, an interrupted one resumed.
 
     ``device``: where the search runs (``rnas_lib.devices.resolve_device``: None is the GPU when
     there is one); the returned supernet is on the CPU.
@@ -337,19 +409,16 @@ def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_r
     ``config_overrides`` are SearchConfig fields (epochs, gamma, method_options, …) or tier fields
     (dataset, search_C, search_layers, search_limit, …).
     """
-    tier_fields = {k: config_overrides.pop(k) for k in list(config_overrides) if k in TIER_FIELDS}
-    t = get_tier(tier, **tier_fields)
-    config_overrides.setdefault("epochs", t.search_epochs)
-    config_overrides.setdefault("batch_size", t.search_batch_size)
-    config = SearchConfig(method=method, seed=seed, **config_overrides)
+    t, config = _search_setup(tier, method, seed, config_overrides)
     device = resolve_device(device)
+    run_config = search_run_config(t, config)
+    if out_dir is None:
+        out_dir = keyed_run_dir(t.name, "search", f"{run_name(config)}_seed{seed}", run_config)
     info = dataset_info(t.dataset, data_root)
     train_half, val_half = search_split(load_dataset(t.dataset, True, data_root, t.search_limit), seed)
     torch.manual_seed(seed)
     model = SearchNetwork(t.search_C, info.num_classes, t.search_layers, t.steps, t.multiplier,
                           info.in_channels, mean=info.mean, std=info.std, partial_channels=config.partial_channels)
-    if out_dir is None:
-        out_dir = run_dir(t.name, "search", f"{run_name(config)}_seed{seed}")
-    result = search(model.to(device), train_half, val_half, config, out_dir, resume, progress)
+    result = search(model.to(device), train_half, val_half, config, out_dir, resume, progress, run_config)
     model.cpu()
     return result

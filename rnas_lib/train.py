@@ -32,10 +32,12 @@ from .attacks import check_norm, pgd
 from .augment import augment
 from .data import TensorData, batches, dataset_info, load_dataset
 from .devices import model_device, resolve_device
-from .genotypes import PUBLISHED, from_dict, get_genotype, load_genotype, to_dict
+from .genotypes import PUBLISHED, from_dict, get_genotype, to_dict
 from .network import Network
-from .runs import load_checkpoint, run_dir, runs_root, save_checkpoint, save_json
-from .search import TIER_FIELDS, cosine_lr, evaluate, methods, run_search
+from .runs import (is_complete, keyed_run_dir, load_checkpoint, mark_complete, require_complete, save_checkpoint,
+                   save_json, start_run)
+from .search import (TIER_FIELDS, cosine_lr, evaluate, finished_genotype, methods, rng_states, run_search,
+                     search_run_dir, set_rng_states)
 from .tiers import Tier, get_tier
 
 
@@ -143,36 +145,51 @@ def network_spec(model: Network) -> dict:
 
 
 def load_network(path) -> Network:
-    """The trained network saved by ``train_network`` at ``path`` (a checkpoint.pt), in eval mode."""
+    """The trained network saved by ``train_network`` at ``path`` (a checkpoint.pt), in eval mode;
+    in a run folder, only once the run has finished (FileNotFoundError otherwise)."""
+    if (Path(path).parent / "config.json").exists():
+        require_complete(Path(path).parent)
     state = load_checkpoint(path)
-    if "spec" not in state:
+    if "spec" not in state or "model" not in state:
         raise ValueError(f"{path} is not a trained-network checkpoint (no 'spec'); it was not written by train_network")
     spec = dict(state["spec"])
-    model = Network(from_dict(spec.pop("genotype")), **spec)
-    model.load_state_dict(state["model"])
+    try:
+        model = Network(from_dict(spec.pop("genotype")), **spec)
+        model.load_state_dict(state["model"])
+    except (TypeError, KeyError, RuntimeError) as err:
+        raise ValueError(f"the checkpoint {path} does not describe a network this version can build "
+                         f"({type(err).__name__}: {str(err).splitlines()[0]}); retrain it") from None
     return model.eval()
 
 
 def train_network(model: Network, train_data: TensorData, test_data: TensorData, config: TrainConfig,
-                  out_dir=None, resume: bool = True, progress: bool = True) -> TrainResult:
+                  out_dir=None, resume: bool = True, progress: bool = True, run_config: dict | None = None) -> TrainResult:
     """Train ``model`` on ``train_data``, on the model's device (the batches are moved there);
-    record test accuracy after every epoch."""
+    record test accuracy after every epoch. With ``out_dir``, the run's configuration (``run_config``,
+    by default the training settings and the network's spec) is stored there and a folder of another
+    configuration is refused; every epoch saves one checkpoint (atomically), and the completion
+    record ``complete.json`` is written last."""
     if config.auxiliary_weight > 0 and model.auxiliary_head is None:
         raise ValueError(f"auxiliary_weight={config.auxiliary_weight} needs a network with an auxiliary head: "
                          "build it with Network(..., auxiliary=True), or set auxiliary_weight=0")
+    if out_dir is not None:
+        start_run(out_dir, run_config if run_config is not None else
+                  {"train": asdict(config), "network": network_spec(model)}, resume)
     opt = torch.optim.SGD(model.parameters(), config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     history, start = [], 0
     ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     if resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
+        missing = {"model", "opt", "spec", "config", "history", "rng"} - set(state)
+        if missing:
+            raise ValueError(f"{ckpt} is not a training checkpoint (it lacks {sorted(missing)}); delete it to start over")
         if state["config"] != asdict(config) or state["spec"] != network_spec(model):
             raise ValueError(f"the checkpoint at {ckpt} belongs to another configuration or network; "
                              "use another out_dir, delete it, or pass resume=False")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["rng"])
+        set_rng_states(state["rng"], generator)
         history, start = list(state["history"]), len(state["history"])
     epochs = tqdm(range(start, config.epochs), desc="train", disable=not progress, initial=start, total=config.epochs)
     for epoch in epochs:
@@ -204,11 +221,14 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
         epochs.set_postfix(test_acc=f"{test_acc:.3f}")
         if out_dir is not None:
             save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "spec": network_spec(model),
-                             "config": asdict(config), "history": history, "generator": generator.get_state(),
-                             "rng": torch.get_rng_state()}, Path(out_dir) / "checkpoint.pt")
+                             "config": asdict(config), "history": history, "rng": rng_states(generator)},
+                            Path(out_dir) / "checkpoint.pt")
             save_json({"config": asdict(config), "spec": network_spec(model), "history": history},
                       Path(out_dir) / "history.json")
     model.eval()
+    if out_dir is not None:
+        mark_complete(out_dir, {"config": asdict(config), "spec": network_spec(model), "epochs": len(history),
+                                "test_acc": history[-1]["test_acc"] if history else None})
     return TrainResult(model, history, history[-1]["test_acc"] if history else float("nan"),
                        Path(out_dir) if out_dir is not None else None)
 
@@ -241,7 +261,8 @@ def build_network(genotype, tier: Tier | str = "smoke", data_root=None, **networ
 def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None = None, data_root=None,
                  out_dir=None, resume: bool = True, progress: bool = True, device=None,
                  **config_overrides) -> TrainResult:
-    """Train ``genotype``'s network at a tier's size; results in ``runs/<tier>/train/<name>_seed<seed>/``.
+    """Train ``genotype``'s network at a tier's size; results in ``runs/<tier>/train/<name>_seed<seed>-<key>/``,
+    ``key`` a hash of the whole configuration (training settings, network, dataset and its limits).
 
     ``device``: where it trains (``rnas_lib.devices.resolve_device``: None is the GPU when there is
     one); the returned network is on the CPU, in eval mode.
@@ -259,12 +280,14 @@ def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None 
     device = resolve_device(device)
     torch.manual_seed(seed)
     model = build_network(genotype, t, data_root, auxiliary=config.auxiliary_weight > 0)
-    train = load_dataset(t.dataset, True, data_root, t.train_limit)
-    test = load_dataset(t.dataset, False, data_root, t.test_limit)
+    run_config = {"train": asdict(config), "network": network_spec(model),
+                  "tier": {k: getattr(t, k) for k in ("dataset", "train_limit", "test_limit")}}
     if out_dir is None:
         label = name or (genotype if isinstance(genotype, str) and not genotype.endswith(".json") else "custom")
-        out_dir = run_dir(t.name, "train", f"{label}_seed{seed}")
-    result = train_network(model.to(device), train, test, config, out_dir, resume, progress)
+        out_dir = keyed_run_dir(t.name, "train", f"{label}_seed{seed}", run_config)
+    train = load_dataset(t.dataset, True, data_root, t.train_limit)
+    test = load_dataset(t.dataset, False, data_root, t.test_limit)
+    result = train_network(model.to(device), train, test, config, out_dir, resume, progress, run_config)
     model.cpu()
     return result
 
@@ -274,16 +297,19 @@ def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None,
     """The trained network of ``arch`` at a tier, as the evaluation notebooks need it.
 
     arch: a published genotype ("DARTS_V2", …), a genotype .json path, or a search method ("darts",
-    "dsrna_cb", …), whose genotype is read from ``runs/<tier>/search/<arch>_seed<seed>/genotype.json``
-    (searched at the tier's budget first when missing). Trained by ``run_training`` under the name
+    "dsrna_cb", …), whose genotype is that of the finished search at the tier's budget
+    (``search_run_dir``; searched, or an interrupted search resumed, first when not finished).
+    Trained by ``run_training`` under the name
     ``arch`` (a finished run with the same configuration is reused, not retrained).
     """
+    if str(arch).endswith(".json") and (Path(arch).parent / "config.json").exists():
+        require_complete(Path(arch).parent)  # a search's genotype: only a finished search has one
     if arch in PUBLISHED or str(arch).endswith(".json"):
         genotype, name = arch, (arch if arch in PUBLISHED else Path(arch).stem)
     elif arch in methods():
         tier_fields = {k: v for k, v in overrides.items() if k in TIER_FIELDS}
-        path = runs_root() / get_tier(tier, **tier_fields).name / "search" / f"{arch}_seed{seed}" / "genotype.json"
-        genotype = load_genotype(path) if path.exists() else run_search(
+        folder = search_run_dir(tier, arch, seed, **tier_fields)
+        genotype = finished_genotype(folder) if is_complete(folder) else run_search(
             tier, arch, seed, data_root=data_root, progress=progress, device=device, **tier_fields).genotype
         name = arch
     else:

@@ -257,3 +257,42 @@ def test_the_epsilon_explorer_builds_and_follows_its_controls(trained):
     assert float((x_adv - data.x[3:4]).flatten().norm()) <= 0.5 + 1e-5
     with pytest.raises(ValueError, match="index must be in"):
         AttackExplorer(net, data, index=len(data))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x: x * 255, r"pixels in \[0, 1\].*got values in \[\d.*divide 0–255 images by 255"),  # 0–255 images
+    (lambda x: (x - 0.5) / 0.25, r"pixels in \[0, 1\].*before any normalisation"),  # already normalised
+    (lambda x: x.index_put((torch.tensor([1]), torch.tensor([0]), torch.tensor([2]), torch.tensor([3])),
+                           torch.tensor(float("nan"))), r"1 non-finite value.*index \(1, 0, 2, 3\)"),
+    (lambda x: torch.full_like(x, float("inf")), r"non-finite"),
+    (lambda x: x[0], r"\(B, C, H, W\) tensor"),
+])
+def test_images_outside_the_clip_box_or_not_finite_are_refused(bad, message):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x, y = torch.rand(2, 1, 4, 4) * 0.98 + 0.01, torch.tensor([0, 1])
+    assert attacks.check_images(x) is x
+    with pytest.raises(ValueError, match=message):
+        attacks.check_images(bad(x))
+    for attack in (lambda x: fgsm(model, x, y, 0.1), lambda x: pgd(model, x, y, 0.1, steps=2)):
+        with pytest.raises(ValueError, match=message):
+            attack(bad(x))
+
+
+def test_check_images_takes_other_clip_boxes():
+    x = torch.full((1, 1, 2, 2), 200.0)
+    assert attacks.check_images(x, clip=(0, 255)) is x
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*got values in \[200, 200\]"):
+        attacks.check_images(x)
+    with pytest.raises(ValueError, match="clip box must be two finite numbers"):
+        attacks.check_images(x, clip=(1, 0))
+
+
+@pytest.mark.parametrize("norm, q", [("inf", 1), ("linf", 1), ("Linf", 1), (float("inf"), 1), (2, 2), ("2", 2),
+                                     ("l2", 2)])
+def test_dual_norm_accepts_every_spelling_check_norm_accepts(norm, q):
+    from rnas_lib.jacobian import dual_norm
+
+    assert attacks.check_norm(norm) in ("inf", 2)
+    assert dual_norm(norm) == q
+    with pytest.raises(ValueError, match="unknown norm 'l1'"):
+        dual_norm("l1")

@@ -191,6 +191,27 @@ def check_model(model, x, y, eps, norm, clip, methods=bounds.METHODS, seed=0):
         assert bad == 0, f"{bad} violations: {type(model).__name__} {norm} {method} clip={clip}"
 
 
+def test_the_checker_finds_violations_of_bounds_that_are_too_tight():
+    """The soundness checker can fail: bounds tightened past the truth are caught, and the CHECKED
+    counters count every point it evaluated (random points and PGD iterates)."""
+    net = derived(0).eval()
+    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2])
+    lb, ub = (b.detach() for b in bounds.output_bounds(net, x, 0.1, "inf", "ibp"))
+    mlb = margin_lower_bound(net, x, y, 0.1, "inf", "ibp").detach()
+    before = dict(CHECKED)
+    assert count_violations(net, x, y, 0.1, "inf", (0.0, 1.0), lb, ub, mlb) == 0
+    mid = (lb + ub) / 2
+    assert count_violations(net, x, y, 0.1, "inf", (0.0, 1.0), mid, mid, mlb) > 0  # a point box
+    with torch.no_grad():
+        margin = net(x).gather(1, y[:, None])[:, 0] - net(x).masked_fill(
+            torch.nn.functional.one_hot(y, 5).bool(), -float("inf")).amax(1)
+    assert count_violations(net, x, y, 0.1, "inf", (0.0, 1.0), lb, ub, margin + 1e-3) > 0  # above the clean margin
+    per_call = len(x) * (8 + 10 * (2 * 5 + 1))  # n_random points, then PGD's steps on 2K + 1 objectives
+    assert CHECKED["configs"] - before["configs"] == 3
+    assert CHECKED["points"] - before["points"] == 3 * per_call
+
+
 # (norm, clip) per model index, so that every combination is covered across models
 BALLS = [("inf", (0.0, 1.0)), (2, None), ("inf", None), (2, (0.0, 1.0))]
 

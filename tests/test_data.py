@@ -85,3 +85,9 @@ def test_missing_offline_dataset_says_where_it_looked(tmp_path):
         load_dataset("fashion_mnist", data_root=tmp_path, download=False)
     message = str(err.value)
     assert str(tmp_path / "FashionMNIST") in message and "download=True" in message and "RNAS_DATA_ROOT" in message
+
+
+def test_missing_cifar10_names_the_folder_torchvision_reads(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset("cifar10", data_root=tmp_path, download=False)
+    assert str(tmp_path / "cifar-10-batches-py") in str(err.value) and "CIFAR10(root=" in str(err.value)

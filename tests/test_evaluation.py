@@ -92,7 +92,12 @@ def test_average_certified_bound_records(networks):
     # one target is an easier property than all of them: its radius is at least the untargeted one
     for t in TARGETS[1:]:
         assert records[t]["mean_radius"] >= untargeted["mean_radius"] - 1e-4, t
-    assert untargeted["mean_radius_correct"] >= untargeted["mean_radius"]
+    with torch.no_grad():
+        correct = net(data.x[:24]).argmax(1) == data.y[:24]
+    assert correct.any() and not correct.all(), "both kinds of image are needed for this check"
+    assert (radii[~correct] == 0).all()  # a misclassified image has no certified radius
+    assert untargeted["mean_radius_correct"] == pytest.approx(radii[correct].mean().item())
+    assert untargeted["clean_accuracy"] == pytest.approx(correct.float().mean().item())
     with pytest.raises(ValueError, match="n must be a positive integer"):
         average_certified_bound(net, data, n=0, progress=False)
     with pytest.raises(ValueError, match="eps must be finite and ≥ 0"):

@@ -67,3 +67,24 @@ def test_bad_genotypes_are_rejected(tmp_path):
         load_genotype(tmp_path / "none.json")
     with pytest.raises(ValueError, match="shape"):
         parse_alpha(torch.zeros(3, 8), steps=4)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "Expecting property name"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"normal": [["sep_conv_3x3", 0]]}', r"missing \['normal_concat', 'reduce', 'reduce_concat'\]"),
+    ('{"normal": [["sep_conv_3x3"], ["skip_connect", 1]], "normal_concat": [2], "reduce": [], "reduce_concat": [2]}',
+     r"'normal' entry 0 must be an \[op, input\] pair"),
+    ('{"normal": [3, 4], "normal_concat": [2], "reduce": [], "reduce_concat": [2]}', "'normal' entry 0"),
+    ('{"normal": [["sep_conv_3x3", "1"], ["skip_connect", 1]], "normal_concat": [2], "reduce": [], '
+     '"reduce_concat": [2]}', "'normal' entry 0"),
+    ('{"normal": [["conv_9x9", 0], ["skip_connect", 1]], "normal_concat": [2], '
+     '"reduce": [["conv_9x9", 0], ["skip_connect", 1]], "reduce_concat": [2]}', "unknown op 'conv_9x9'"),
+    ('{"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]], "normal_concat": "2", '
+     '"reduce": [["sep_conv_3x3", 0], ["skip_connect", 1]], "reduce_concat": [2]}', "'normal_concat' must be a list"),
+])
+def test_malformed_genotype_files_raise_errors_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "cell.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"{path} is not a valid genotype file: .*{message}"):
+        load_genotype(path)

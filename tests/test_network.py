@@ -4,6 +4,7 @@ import torch
 from rnas_lib.genotypes import PUBLISHED, random_genotype
 from rnas_lib.network import Network, drop_path
 from rnas_lib.ops import PRIMITIVES, FactorizedReduce, make_op
+from rnas_lib.reference import ReferenceNetwork
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED))
@@ -40,9 +41,14 @@ def test_drop_path_is_unbiased_and_off_in_eval():
     assert abs(y.mean().item() - 1.0) < 0.03
     assert torch.allclose(y.unique(), torch.tensor([0.0, 1 / 0.7]))
     net = Network(random_genotype(generator=torch.Generator().manual_seed(0)), 4, 10, 3, in_channels=1,
-                  drop_path_prob=0.5).eval()
+                  drop_path_prob=0.5)
+    without = Network(net.genotype, 4, 10, 3, in_channels=1)
+    without.load_state_dict(net.state_dict())
     x = torch.rand(4, 1, 8, 8)
-    assert torch.equal(net(x), net(x))
+    net.eval(), without.eval()
+    assert torch.equal(net(x), without(x))  # off in eval
+    net.train(), without.train()
+    assert not torch.allclose(net(x), without(x))  # on in training
 
 
 def test_bad_network_arguments():
@@ -50,3 +56,38 @@ def test_bad_network_arguments():
         Network("DARTS_V2", 0, 10, 3)
     with pytest.raises(ValueError, match="drop_path_prob"):
         Network("DARTS_V2", 4, 10, 3, drop_path_prob=1.0)
+
+
+GENOTYPES = {**PUBLISHED, **{f"random{i}": random_genotype(generator=torch.Generator().manual_seed(i)) for i in range(3)}}
+
+
+@pytest.mark.parametrize("name", list(GENOTYPES))
+def test_network_matches_the_reference_network(name):
+    """Outputs, input gradients and every weight gradient against DARTS' NetworkCIFAR written out
+    in rnas_lib.reference, in eval and train mode (float64), and with drop-path on the same draws."""
+    torch.manual_seed(0)
+    net = Network(GENOTYPES[name], 4, 3, 3, in_channels=1, mean=[0.4], std=[0.3]).double()
+    ref = ReferenceNetwork(GENOTYPES[name], 4, 3, 3, in_channels=1, mean=[0.4], std=[0.3]).double()
+    with torch.no_grad():  # non-trivial BatchNorm statistics and affine parameters
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+    ref.load_from(net)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    for mode, drop in (("eval", 0.0), ("train", 0.0), ("train", 0.3)):
+        results = []
+        for model in (net, ref):
+            getattr(model, mode)()
+            model.drop_path_prob = drop
+            xi = x.clone().requires_grad_()
+            torch.manual_seed(1)  # the same drop-path draws
+            out = model(xi)
+            grads = torch.autograd.grad((out * torch.arange(1.0, 4.0, dtype=out.dtype)).sum(),
+                                        [xi] + list(model.parameters()))
+            results.append((out, grads))
+        (out_n, grads_n), (out_r, grads_r) = results
+        assert torch.allclose(out_n, out_r, atol=1e-10), (mode, drop)
+        assert len(grads_n) == len(grads_r)
+        for i, (a, b) in enumerate(zip(grads_n, grads_r)):
+            assert torch.allclose(a, b, atol=1e-9), (mode, drop, i)
