@@ -151,7 +151,7 @@ def test_paper_tier_trains_with_the_darts_recipe_and_smoke_without():
 def test_run_training_takes_the_tier_recipe(tmp_path, monkeypatch):
     captured = {}
 
-    def fake_train(model, train, test, config, out_dir, resume, progress):
+    def fake_train(model, train, test, config, out_dir, resume, progress, run_config=None):
         captured.update(model=model, config=config)
         return None
     monkeypatch.setattr(train_mod, "train_network", fake_train)

@@ -124,7 +124,12 @@ def test_bad_inputs_give_clear_errors(model_and_data):
     with pytest.raises(ValueError, match="target"):
         certified_radius(net, x, y, target="second")
     with pytest.raises(ValueError, match="tol"):
-        certified_radius(net, x, y, tol=0)
+        certified_radius(net, x, y, tol=0, rtol=0)
+    with pytest.raises(ValueError, match="rtol"):
+        certified_radius(net, x, y, rtol=-0.1)
+    with pytest.raises(ValueError, match="train mode"):
+        certified_radius(net.train(), x, y)
+    net.eval()
     with pytest.raises(ValueError, match="eps_max"):
         certified_radius(net, x, y, eps_max=-1.0)
     with pytest.raises(ValueError, match="n_random must be an integer ≥ 1"):
