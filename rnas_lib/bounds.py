@@ -1314,6 +1314,26 @@ def margin_certificate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, 
     return m, r
 
 
+def block_widths(model: nn.Module, x: torch.Tensor, eps, norm="inf", method="crown", clip=(0.0, 1.0),
+                 relu_slope="adaptive") -> list[dict]:
+    """Where a bound loosens: for the stem, every cell and the logits, the mean width u − l of the
+    bounds on its output over the ball (the ``pre`` bounds that relax the next cell where there
+    are, else the node's interval from the refined layers), and its growth over the previous
+    block's width. Records: block, mean_width, growth (None for the stem)."""
+    with torch.no_grad():
+        bd, _ = _bounder(model, x, eps, norm, method, clip, relu_slope)
+    g = bd.g
+    rows = []
+    nodes = [(label, out) for label, _, out in g.blocks] + [("logits", g.output)]
+    for label, node in nodes:
+        with torch.no_grad():
+            l, u = bd.pre[node] if node in bd.pre else bd.interval(node)
+        width = float((u - l).mean())
+        growth = width / rows[-1]["mean_width"] if rows and rows[-1]["mean_width"] > 0 else None
+        rows.append({"block": label, "mean_width": width, "growth": growth})
+    return rows
+
+
 def _num_classes(model: nn.Module) -> int:
     if hasattr(model, "num_classes"):
         return int(model.num_classes)

@@ -210,6 +210,46 @@ def falsify_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
     return best_m
 
 
+def attack_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="inf", eps_max: float | None = None,
+                  steps: int = 20, restarts: int = 2, rtol: float = 0.05, generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+    """(B,) the smallest radius at which PGD (``rnas_lib.attacks.pgd``, ``steps`` steps, ``restarts``
+    random starts) finds an adversarial example, to within ``rtol`` (relative), by bisection per
+    sample on [0, eps_max]: an *upper* bound of the true robustness radius, as a certified radius is
+    a lower one. 0 for a misclassified sample; eps_max when PGD fails even there (a cap)."""
+    from .attacks import pgd
+
+    norm = check_norm(norm)
+    if eps_max is None:
+        eps_max = 1.0 if norm == "inf" else math.sqrt(math.prod(x.shape[1:]))
+    y = torch.as_tensor(y, device=x.device)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+
+    def broken(eps):
+        x_adv = pgd(model, x, y, eps, norm, steps, restarts=restarts, generator=generator)
+        with torch.no_grad():
+            return model(x_adv).argmax(1) != y
+
+    lo, hi = torch.zeros(len(x), dtype=x.dtype, device=x.device), torch.full((len(x),), float(eps_max), dtype=x.dtype,
+                                                                                device=x.device)
+    capped = ~broken(hi)
+    for _ in range(60):
+        if not bool(((hi - lo > rtol * hi) & correct & ~capped).any()):
+            break
+        mid = torch.where(lo > 0, (lo * hi).sqrt(), hi / 8)
+        b = broken(mid)
+        hi, lo = torch.where(b, mid, hi), torch.where(b, lo, mid)
+    return torch.where(correct, hi, torch.zeros_like(hi))
+
+
+def certification_gap(certified: torch.Tensor, attacked: torch.Tensor) -> torch.Tensor:
+    """(B,) certified radius / PGD radius per image, in [0, 1] for every sound certificate (the
+    closer to 1, the tighter the verifier); NaN where the image is misclassified (both are 0)."""
+    gap = certified / attacked
+    return torch.where(attacked > 0, gap, torch.full_like(gap, math.nan))
+
+
 # --------------------------------------------------------------------------- over a dataset
 def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown-ibp",
                    clip=(0.0, 1.0), relu_slope: str = "adaptive") -> torch.Tensor:

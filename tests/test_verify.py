@@ -142,3 +142,96 @@ def test_bad_inputs_give_clear_errors(model_and_data):
         certified_radius(net, x, y, method="exact")
     with pytest.raises(ValueError, match="label"):
         certified_radius(net, x, y[:2])
+
+
+# ----------------------------------------------------------------------------- the verifier of issue 9
+from rnas_lib.bounds import block_widths, margin_certificate, spec_bounds, margin_spec  # noqa: E402
+from rnas_lib.verify import attack_radius, certification_gap  # noqa: E402
+
+
+@pytest.mark.parametrize("norm", ["inf", 2])
+@pytest.mark.parametrize("method", ["crown-forward", "alpha-crown"])
+def test_linear_bound_methods_certify_soundly(model_and_data, norm, method):
+    net, x, y = model_and_data
+    r = certified_radius(net, x, y, norm, method, eps_max=EPS_MAX[norm], tol=TOL)
+    ok = r > 0
+    assert r[-1] == 0 and ok.sum() >= 3
+    assert (attack(net, x[ok], y[ok], r[ok], norm) > 0).all()
+
+
+def test_tighter_methods_certify_larger_radii(model_and_data):
+    """ibp ≤ crown-ibp ≤ crown-forward ≤ crown ≤ alpha-crown on average (each bound is at least the
+    previous one's at every ε up to relaxation choices; the bracket resolution is 1 %)."""
+    net, x, y = model_and_data
+    means = [certified_radius(net, x, y, "inf", m, eps_max=EPS_MAX["inf"]).mean().item()
+             for m in ("ibp", "crown-ibp", "crown-forward", "crown", "alpha-crown")]
+    assert all(a <= b * 1.02 for a, b in zip(means, means[1:])), means
+    assert means[3] > 1.5 * means[1], means
+
+
+def test_alpha_crown_never_loosens_crown(model_and_data):
+    net, x, y = model_and_data
+    spec = margin_spec(y, 4, dtype=x.dtype)
+    with torch.no_grad():
+        crown = spec_bounds(net, x, spec, 0.05, "inf", "crown")
+        alpha = spec_bounds(net, x, spec, 0.05, "inf", "alpha-crown")
+    assert (alpha >= crown - 1e-12).all() and (alpha > crown + 1e-6).any()
+
+
+def test_l2_radii_are_computed_in_l2(model_and_data):
+    """An ℓ2 ball of radius r lies inside the ℓ∞ ball of radius r, and the ℓ2 bound uses the ℓ2 dual
+    norm (not the bounding box), so its radii are larger, not equal."""
+    net, x, y = model_and_data
+    r_inf = certified_radius(net, x, y, "inf", "crown", eps_max=EPS_MAX[2])
+    r_2 = certified_radius(net, x, y, 2, "crown", eps_max=EPS_MAX[2])
+    ok = r_inf > 0
+    assert (r_2[ok] >= r_inf[ok] * 0.99).all() and (r_2[ok] > 1.2 * r_inf[ok]).any()
+
+
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_a_failed_probe_still_certifies_its_concretisation_radius(model_and_data, norm):
+    """margin_certificate just above the certified radius: where the bound fails, the radius r < ε
+    of its own linear bound still holds (no attack breaks it); where it holds, r = ε."""
+    net, x, y = model_and_data
+    eps = 1.1 * certified_radius(net, x, y, norm, "crown", eps_max=EPS_MAX[norm])[:-1]
+    with torch.no_grad():
+        m, r = margin_certificate(net, x[:-1], y[:-1], eps, norm, "crown")
+    assert (r <= eps).all() and torch.equal(r[m > 0], eps[m > 0])
+    failed = (m <= 0) & (r > 0)
+    assert failed.any()
+    assert (attack(net, x[:-1][failed], y[:-1][failed], r[failed], norm) > 0).all()
+
+
+def test_float32_radii_are_rechecked_in_float64():
+    """A float32 certificate is re-verified in float64 at the reported radius (margin > 1e-8)."""
+    torch.manual_seed(0)
+    net = Network(PUBLISHED["DARTS_V2"], 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3]).float().eval()
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    r = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
+    assert r.dtype == torch.float32 and (r > 0).all()
+    net64 = Network(PUBLISHED["DARTS_V2"], 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3]).double().eval()
+    net64.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in net.state_dict().items()})
+    with torch.no_grad():
+        m64, _ = margin_certificate(net64, x.double(), y, r.double() * (1 - 1e-6), "inf", "crown")
+    assert (m64 > 0).all()
+
+
+def test_pgd_radius_bounds_every_certificate_from_above(model_and_data):
+    net, x, y = model_and_data
+    certified = certified_radius(net, x, y, "inf", "crown", eps_max=EPS_MAX["inf"])
+    attacked = attack_radius(net, x, y, "inf", eps_max=EPS_MAX["inf"], generator=torch.Generator().manual_seed(0))
+    assert attacked[-1] == 0 and (attacked[:-1] > 0).all()
+    assert (certified <= attacked).all()
+    gap = certification_gap(certified, attacked)
+    assert torch.isnan(gap[-1]) and ((gap[:-1] >= 0) & (gap[:-1] <= 1)).all()
+
+
+def test_block_widths_name_every_block_and_crown_is_narrower(model_and_data):
+    net, x, y = model_and_data
+    rows = {m: block_widths(net, x[:3], 0.02, "inf", m) for m in ("ibp", "crown")}
+    labels = [r["block"] for r in rows["crown"]]
+    assert labels[0] == "stem" and labels[-1] == "logits" and len(labels) == 2 + len(net.cells)
+    assert rows["crown"][0]["growth"] is None and all(r["growth"] > 0 for r in rows["crown"][1:])
+    assert rows["crown"][-1]["mean_width"] < rows["ibp"][-1]["mean_width"]
