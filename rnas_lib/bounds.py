@@ -444,24 +444,6 @@ class BoundGraph:
         g.blocks = self.blocks
         return g
 
-    def block_start(self, i: int, depth: int | None) -> int | None:
-        """First node of the block ``depth`` − 1 blocks before node i's (None: no block, or depth None)."""
-        if depth is None:
-            return None
-        for k, (_, first, last) in enumerate(self.blocks):
-            if first <= i <= last:
-                return self.blocks[max(0, k - depth + 1)][1]
-        return None
-
-    def crossing_nodes(self) -> set[int]:
-        """Nodes used by a later block than their own (the cut points of ``block_start``)."""
-        starts = sorted(first for _, first, _ in self.blocks)
-        out = set()
-        for j, ins in enumerate(self.inputs):
-            start = max((f for f in starts if f <= j), default=0)
-            out.update(k for k in ins if k < start)
-        return out
-
     @property
     def output(self) -> int:
         return len(self.ops) - 1
@@ -725,6 +707,9 @@ def _trace_reference_cell(g: BoundGraph, cell: ReferenceCell, s0: int, s1: int, 
 
 # --------------------------------------------------------------------------- bound propagation
 NONLINEAR = (_ReLU, _MaxPool)
+#: forward-mode linear bounds carry one row per input pixel through every node: used up to this
+#: input size (8×8 digits: 64 rows, far fewer than the undecided neurons of a deep cell)
+FORWARD_MAX_INPUTS = 256
 #: bytes that one chunk of intermediate CROWN rows may use per live coefficient tensor
 ROW_BUDGET = 256 * 2**20
 
@@ -825,49 +810,48 @@ class _Bounder:
             self.pre[z] = self.interval(z)
 
     # -- CROWN intermediate bounds
-    def crown_intermediate(self, refine: bool = True, depth: int | None = None):
+    def crown_intermediate(self, refine: bool = True, forward: bool | None = None):
         """Bounds on the input z of every ReLU / max pool, in topological order, as the tightest of
         1. the interval from the layers bounded so far (``interval``);
         2. forward-mode linear bounds: every node carries a lower and an upper linear function of
            the input x' (Λ̲·x' + β̲ ≤ node ≤ Λ̄·x' + β̄), pushed through affine nodes as a centre and
            radius, L·(Λ̲+Λ̄)/2 ∓ |L|·(Λ̄−Λ̲)/2, and through ReLU / max pool by their relaxations; its
-           cost grows with the input dimension, not with the number of neurons;
+           cost grows with the input dimension n, not with the number of neurons, so it is used
+           when ``forward`` is True or (None) when n ≤ FORWARD_MAX_INPUTS;
         3. (``refine``) backward CROWN passes for the neurons whose relaxation is still undecided
            — unstable ReLU inputs (l < 0 < u) and the candidates of max-pool windows that no input
            is known to dominate (stable neurons are relaxed exactly whatever their bounds). The
            linear functions of a backward pass replace the forward ones where they bound tighter,
-           so later layers inherit them. ``depth``: None runs each pass down to the input (full
-           CROWN); d stops it at the inputs of the block (stem / cell) d − 1 blocks before z's and
-           substitutes their linear bounds there, cutting the cost of a row from the whole prefix
-           to d blocks.
+           so later layers inherit them.
         """
         g = self.g
         if not self.consumers:
             return
         last = max(self.consumers)
         last_use = {k: i for i in range(1, last + 1) for k in g.inputs[i]}
-        keep = g.crossing_nodes() if depth is not None else set()
-        self._lin = lin = {0: self._input_linear()}
-        try:
-            for j in range(1, last + 1):
+        if forward is None:
+            forward = self.x[0].numel() <= FORWARD_MAX_INPUTS
+        lin = {0: self._input_linear()} if forward else {}
+        for j in range(1, last + 1):
+            if forward:
                 lin[j] = self._linear_step(j, lin)
                 for k in set(g.inputs[j]):
-                    if last_use.get(k) == j and k not in keep:
+                    if last_use.get(k) == j:
                         del lin[k]
-                if j in self.consumers:
-                    l, u = self.interval(j)
+            if j in self.consumers:
+                l, u = self.interval(j)
+                if forward:
                     lf, uf = self._concretize_linear(lin[j])
                     l, u = torch.maximum(l, lf), torch.minimum(u, uf)
-                    need = self._undecided(j, l, u)
-                    if refine and bool(need.any()):
-                        cl, cu, back = self.crown_bounds(j, need, g.block_start(j, depth))
+                need = self._undecided(j, l, u)
+                if refine and bool(need.any()):
+                    cl, cu, back = self.crown_bounds(j, need, linear=forward)
+                    if forward:
                         lin[j] = _tighter_linear(lin[j], back, need & (cl > l), need & (cu < u))
-                        l, u = torch.where(need, torch.maximum(l, cl), l), torch.where(need, torch.minimum(u, cu), u)
-                    self.pre[j] = (l, u)
-                if last_use.get(j) is None and j not in keep:
-                    del lin[j]
-        finally:
-            del self._lin
+                    l, u = torch.where(need, torch.maximum(l, cl), l), torch.where(need, torch.minimum(u, cu), u)
+                self.pre[j] = (l, u)
+            if forward and last_use.get(j) is None:
+                del lin[j]
 
     def _undecided(self, z, l, u) -> torch.Tensor:
         need = torch.zeros_like(l, dtype=torch.bool)
@@ -879,10 +863,10 @@ class _Bounder:
                 need |= _maxpool_undecided(op, l, u)
         return need
 
-    def crown_bounds(self, z: int, need: torch.Tensor, substitute_below: int | None = None) -> tuple:
+    def crown_bounds(self, z: int, need: torch.Tensor, linear: bool = False) -> tuple:
         """(l, u, linear): CROWN bounds on node z where ``need`` (B, *shape) is set (∓inf
-        elsewhere), and their linear functions (Λ̲, β̲, Λ̄, β̄), Λ (B, N, n) and β (B, N), zero
-        elsewhere. One backward pass per chunk of rows ±e_i, each image's rows padded to the
+        elsewhere), and (with ``linear``, else None) their linear functions (Λ̲, β̲, Λ̄, β̄), Λ
+        (B, N, n) and β (B, N), zero elsewhere. One backward pass per chunk of rows ±e_i, each image's rows padded to the
         largest count in the batch."""
         B, shape = need.shape[0], need.shape[1:]
         N, n = math.prod(shape), self.x[0].numel()
@@ -895,23 +879,24 @@ class _Bounder:
         chunk = max(1, ROW_BUDGET // (2 * B * widest * self.x.element_size()))
         dt, dev = self.x.dtype, self.x.device
         low, up = torch.full((B, N), -math.inf, dtype=dt, device=dev), torch.full((B, N), math.inf, dtype=dt, device=dev)
-        lowL, upL = torch.zeros(B, N, n, dtype=dt, device=dev), torch.zeros(B, N, n, dtype=dt, device=dev)
-        lowb, upb = torch.zeros(B, N, dtype=dt, device=dev), torch.zeros(B, N, dtype=dt, device=dev)
+        if linear:
+            lowL, upL = torch.zeros(B, N, n, dtype=dt, device=dev), torch.zeros(B, N, n, dtype=dt, device=dev)
+            lowb, upb = torch.zeros(B, N, dtype=dt, device=dev), torch.zeros(B, N, dtype=dt, device=dev)
         for start in range(0, S, chunk):
             idx, ok = order[:, start : start + chunk], valid[:, start : start + chunk]
             s = idx.shape[1]
             rows = torch.zeros(B, s, N, dtype=dt, device=dev)
             rows.scatter_(2, idx.unsqueeze(2), ok.unsqueeze(2).to(dt))
-            coef, offset = self.backward(z, torch.cat([rows, -rows], 1).view(B, 2 * s, *shape),
-                                         substitute_below=substitute_below)
+            coef, offset = self.backward(z, torch.cat([rows, -rows], 1).view(B, 2 * s, *shape))
             lb = offset + self.concretize(coef)
             low = low.scatter(1, idx, torch.where(ok, lb[:, :s], -math.inf))
             up = up.scatter(1, idx, torch.where(ok, -lb[:, s:], math.inf))
-            coef = coef.reshape(B, 2 * s, n) * torch.cat([ok, ok], 1).unsqueeze(2)
-            rows_idx = idx.unsqueeze(2).expand(B, s, n)
-            lowL, upL = lowL.scatter(1, rows_idx, coef[:, :s]), upL.scatter(1, rows_idx, -coef[:, s:])
-            lowb, upb = lowb.scatter(1, idx, offset[:, :s]), upb.scatter(1, idx, -offset[:, s:])
-        return low.view(B, *shape), up.view(B, *shape), (lowL, lowb, upL, upb)
+            if linear:
+                coef = coef.reshape(B, 2 * s, n) * torch.cat([ok, ok], 1).unsqueeze(2)
+                rows_idx = idx.unsqueeze(2).expand(B, s, n)
+                lowL, upL = lowL.scatter(1, rows_idx, coef[:, :s]), upL.scatter(1, rows_idx, -coef[:, s:])
+                lowb, upb = lowb.scatter(1, idx, offset[:, :s]), upb.scatter(1, idx, -offset[:, s:])
+        return low.view(B, *shape), up.view(B, *shape), (lowL, lowb, upL, upb) if linear else None
 
     def _input_linear(self):
         """(centre Λ, radius Λ, centre β, radius β) of node 0: x' = I·x'; Λ as (B·n, *shape), n = #pixels."""
@@ -972,14 +957,10 @@ class _Bounder:
         return self._relax[i]
 
     # -- backward pass
-    def backward(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False,
-                 substitute_below: int | None = None):
+    def backward(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False):
         """Σ A·node_start ≥ Λ·x' + β over the ball: returns (Λ, β), Λ of shape (B, S, *input shape)
         (None when no path reaches the input) and β (B, S). With ``stop_at_nonlinear`` the pass
-        stops at every ReLU / max pool and concretises there on its (refined) interval (IBP).
-        With ``substitute_below`` = k, a node i < k that has forward-mode linear bounds (during
-        ``crown_intermediate``) takes them instead of passing Λ on:  Λ_i·z_i ≥ Λ_i⁺·(Λ̲x' + β̲) +
-        Λ_i⁻·(Λ̄x' + β̄)."""
+        stops at every ReLU / max pool and concretises there on its (refined) interval (IBP)."""
         g = self.g
         acc = {start: A}
         offset = A.new_zeros(A.shape[:2])
@@ -992,11 +973,6 @@ class _Bounder:
             op = g.ops[i]
             if i == 0:
                 coef = A
-                continue
-            if substitute_below is not None and i < substitute_below and i in self._lin:
-                sub, b = self._substitute(A, self._lin[i])
-                offset = offset + b
-                acc[0] = sub if 0 not in acc else acc[0] + sub
                 continue
             if isinstance(op, NONLINEAR):
                 if stop_at_nonlinear:
@@ -1014,17 +990,6 @@ class _Bounder:
             for j, a in zip(g.inputs[i], As):
                 acc[j] = a if j not in acc else acc[j] + a
         return coef, offset
-
-    def _substitute(self, A, lin):
-        cL, rL, cb, rb = lin
-        B, S = A.shape[:2]
-        n = self.x[0].numel()
-        a = A.reshape(B, S, -1)
-        pos, neg = a.clamp(min=0), a.clamp(max=0)
-        lowL, upL = (t.reshape(B, n, -1) for t in (cL - rL, cL + rL))
-        coef = pos @ lowL.transpose(1, 2) + neg @ upL.transpose(1, 2)
-        offset = (pos * (cb - rb).reshape(B, 1, -1)).sum(-1) + (neg * (cb + rb).reshape(B, 1, -1)).sum(-1)
-        return coef.view(B, S, *self.x.shape[1:]), offset
 
     def lower(self, start: int, A: torch.Tensor, stop_at_nonlinear: bool = False) -> torch.Tensor:
         """Lower bound (B, S) of Σ A·node_start over the ball, A of shape (B, S, *shape)."""
@@ -1211,8 +1176,10 @@ def _bounder(model, x, eps, norm, method, clip, relu_slope, graph=None) -> tuple
         raise ValueError("graph must be a trace of the model on x (use trace(model, x_batch).head(len(x)) "
                          f"when x is the head of a larger batch); it holds inputs of shape {tuple(graph.values[0].shape)}")
     bd = _Bounder(graph, eps_t, norm, clip, relu_slope)
-    if method in ("crown", "alpha-crown", "crown-forward"):
-        bd.crown_intermediate(refine=method != "crown-forward")
+    if method == "crown-forward":
+        bd.crown_intermediate(refine=False, forward=True)
+    elif method in ("crown", "alpha-crown"):
+        bd.crown_intermediate()
     else:
         bd.use_ibp_intermediate()
     return bd, norm

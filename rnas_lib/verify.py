@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import torch
 from torch import nn
@@ -251,18 +252,29 @@ def certification_gap(certified: torch.Tensor, attacked: torch.Tensor) -> torch.
 
 
 # --------------------------------------------------------------------------- over a dataset
-def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown-ibp",
-                   clip=(0.0, 1.0), relu_slope: str = "adaptive") -> torch.Tensor:
+def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown",
+                   clip=(0.0, 1.0), relu_slope: str = "adaptive", recheck: bool = True,
+                   batch_statistics: bool = False) -> torch.Tensor:
     """(B,) bool: x is classified as y and the margin lower bound over the ε-ball is positive,
-    i.e. no x' in the ball (∩ the clip box) is classified otherwise."""
+    i.e. no x' in the ball (∩ the clip box) is classified otherwise. ``recheck``: a float32
+    certificate must also hold in float64 with a margin > RECHECK_MARGIN."""
+    from .bounds import margin_certificate
+
+    check_certifiable(model, batch_statistics)
     y = torch.as_tensor(y, device=x.device)
     with torch.no_grad():
         correct = trace(model, x).values[-1].argmax(1) == y
-        m = margin_lower_bound(model, x, y, eps, norm, method, clip=clip, relu_slope=relu_slope)
-    return correct & (m > 0)
+        ok = correct & (margin_lower_bound(model, x, y, eps, norm, method, clip=clip, relu_slope=relu_slope) > 0)
+        if recheck and x.dtype != torch.float64 and bool(ok.any()):
+            i = ok.nonzero().squeeze(1)
+            eps_i = torch.as_tensor(eps, dtype=torch.float64, device=x.device).expand(len(x))[i]
+            m, _ = margin_certificate(copy.deepcopy(model).double(), x[i].double(), y[i], eps_i, norm, method,
+                                      clip=clip, relu_slope=relu_slope, threshold=RECHECK_MARGIN)
+            ok[i] = m > RECHECK_MARGIN
+    return ok
 
 
-def certified_accuracy(model: nn.Module, data: TensorData, eps, norm="inf", method="crown-ibp",
+def certified_accuracy(model: nn.Module, data: TensorData, eps, norm="inf", method="crown",
                        batch_size: int = 100, clip=(0.0, 1.0), relu_slope: str = "adaptive") -> float:
     """Fraction of ``data`` certified at ε (``certified_mask``): a lower bound of the true robust
     accuracy at ε, as any attack's accuracy is an upper bound."""
@@ -273,32 +285,37 @@ def certified_accuracy(model: nn.Module, data: TensorData, eps, norm="inf", meth
     return certified / len(data)
 
 
-def average_certified_bound(model: nn.Module, data: TensorData, norm="inf", method="crown-ibp",
+def average_certified_bound(model: nn.Module, data: TensorData, norm="inf", method="crown",
                             target: str = "untargeted", n: int | None = None, eps_max: float | None = None,
-                            tol: float = 1e-3, batch_size: int = 100, seed: int = 0, progress: bool = True) -> dict:
+                            tol: float = 1e-4, rtol: float = 0.01, batch_size: int = 100, seed: int = 0,
+                            progress: bool = True) -> dict:
     """CNN-Cert's "average certified lower bound": the mean certified radius over the first ``n``
     images of ``data`` (misclassified ones count 0), as a JSON-ready record with every radius.
 
-    Record keys: norm, method, target, n, eps_max, tol, mean_radius, mean_radius_correct (over the
-    correctly classified images), clean_accuracy, radii (list)."""
+    Record keys: norm, method, target, n, eps_max, tol, rtol, mean_radius, mean_radius_correct (over
+    the correctly classified images), clean_accuracy, seconds, radii (list)."""
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer or None (all images), got {n!r}")
         data = data.subset(slice(0, n))
     if len(data) == 0:
         raise ValueError("data is empty: nothing to certify")
-    norm = "inf" if norm in ("inf", "linf", math.inf) else norm
+    check_certifiable(model, False)
+    norm = check_norm(norm)
     generator = torch.Generator().manual_seed(seed)
     radii, correct = [], []
-    for x, y in tqdm(batches(data, batch_size, device=model_device(model)), total=math.ceil(len(data) / batch_size),
-                     desc=f"certify ℓ{'∞' if norm == 'inf' else norm} {target}", disable=not progress):
-        radii.append(certified_radius(model, x, y, norm, method, target, eps_max, tol, generator=generator))
+    start = time.perf_counter()
+    bar = tqdm(batches(data, batch_size, device=model_device(model)), total=math.ceil(len(data) / batch_size),
+               desc=f"certify ℓ{'∞' if norm == 'inf' else norm} {method}", disable=not progress, leave=False)
+    for x, y in bar:
+        radii.append(certified_radius(model, x, y, norm, method, target, eps_max, tol, rtol, generator=generator))
         with torch.no_grad():
             correct.append(trace(model, x).values[-1].argmax(1) == y)
+    seconds = time.perf_counter() - start
     r, ok = torch.cat(radii), torch.cat(correct)
     if eps_max is None:
         eps_max = 1.0 if norm == "inf" else math.sqrt(math.prod(data.x.shape[1:]))
     return {"norm": norm, "method": method, "target": target, "n": len(r), "eps_max": float(eps_max),
-            "tol": float(tol), "mean_radius": r.mean().item(),
+            "tol": float(tol), "rtol": float(rtol), "mean_radius": r.mean().item(),
             "mean_radius_correct": r[ok].mean().item() if bool(ok.any()) else 0.0,
-            "clean_accuracy": ok.float().mean().item(), "radii": r.tolist()}
+            "clean_accuracy": ok.float().mean().item(), "seconds": seconds, "radii": r.tolist()}

@@ -236,6 +236,17 @@ def test_supernet_sound_crown(train):
     check_model(net, x, torch.tensor([1, 2]), torch.tensor([0.02, 0.08]), *BALLS[3 * train], methods=("crown",))
 
 
+@pytest.mark.parametrize("norm", ["inf", 2])
+def test_crown_without_forward_mode_is_sound(norm, monkeypatch):
+    """Above FORWARD_MAX_INPUTS pixels (MNIST, CIFAR) CROWN's intermediate bounds come from the
+    refined intervals and backward passes alone: sound on supernets and derived networks too."""
+    monkeypatch.setattr(bounds, "FORWARD_MAX_INPUTS", 0)
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    y = torch.tensor([1, 3])
+    for model in (supernet(12, C=2, steps=2), derived(13, ALL_OPS)):
+        check_model(model, x, y, torch.tensor([0.01, 0.04]), norm, (0.0, 1.0), methods=("crown", "alpha-crown"))
+
+
 @pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_derived_network_sound(seed, train):

@@ -1,0 +1,94 @@
+"""Certified radii and what they cost (rnas_lib.verify), measured in one run.
+
+1. Smoke size: DARTS_V2 retrained at the smoke tier (``trained_model``, reused from runs/ when
+   present), the first ``--n`` digits test images. For ℓ∞ and ℓ2: the mean certified radius and the
+   wall time of ``certified_radius`` with ibp, crown-ibp, crown-forward, crown and alpha-crown; the
+   mean radius at which PGD finds an adversarial example (``attack_radius``, an upper bound of the
+   true radius); the certification gap (certified / PGD radius, per image, then averaged); and the
+   ratios crown / crown-ibp.
+2. ``--tutorial``: DARTS_V2 at tutorial size (MNIST 28×28, C=16, 8 cells), trained for
+   ``--tutorial-epochs`` on the MNIST training images under the data root, the first ``--n`` test
+   images, ℓ∞: crown-forward and crown radii, wall time and the process's peak resident memory.
+
+Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
+Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--methods crown-ibp crown]
+                                         [--tutorial] [--skip-smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from rnas_lib.data import load_dataset
+from rnas_lib.train import trained_model
+from rnas_lib.verify import attack_radius, average_certified_bound, certification_gap
+
+METHODS = ("ibp", "crown-ibp", "crown-forward", "crown", "alpha-crown")
+
+
+def peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+def smoke(n, methods):
+    model = trained_model("DARTS_V2", "smoke", progress=False).model.eval()
+    test = load_dataset("digits", False).subset(slice(0, n))
+    print(f"smoke: DARTS_V2 (C=8, 3 cells) on {len(test)} digits test images (8×8×1)")
+    for norm in ("inf", 2):
+        name = "ℓ∞" if norm == "inf" else "ℓ2"
+        t = time.perf_counter()
+        pgd_r = attack_radius(model, test.x, test.y, norm, generator=torch.Generator().manual_seed(0))
+        t_pgd = time.perf_counter() - t
+        correct = pgd_r > 0
+        print(f"  {name}: mean PGD radius {pgd_r[correct].mean():.4g} over the {int(correct.sum())} correctly "
+              f"classified images ({t_pgd:.1f} s)")
+        means = {}
+        for method in methods:
+            rec = average_certified_bound(model, test, norm, method, progress=False)
+            r = torch.tensor(rec["radii"], dtype=pgd_r.dtype)
+            means[method] = rec["mean_radius"]
+            gap = certification_gap(r, pgd_r)[correct]
+            print(f"  {name} {method:13s} mean radius {rec['mean_radius']:.4g}  gap {gap.mean():.3f}  "
+                  f"{rec['seconds']:7.1f} s")
+        if "crown" in means and "crown-ibp" in means and means["crown-ibp"] > 0:
+            print(f"  {name} crown / crown-ibp radius: {means['crown'] / means['crown-ibp']:.1f}x")
+        if "crown" in means:
+            print(f"  {name} PGD radius / crown radius: {pgd_r[correct].mean() / means['crown']:.2f}x")
+
+
+def tutorial(n, epochs):
+    t = time.perf_counter()
+    result = trained_model("DARTS_V2", "tutorial", epochs=epochs, dataset="mnist", progress=False)
+    model = result.model.eval()
+    print(f"tutorial: DARTS_V2 (C=16, 8 cells), {epochs} epoch(s) on MNIST, test accuracy {result.test_acc:.4f} "
+          f"(ready in {time.perf_counter() - t:.0f} s)")
+    test = load_dataset("mnist", False, limit=n)
+    for method in ("crown-forward", "crown"):
+        rec = average_certified_bound(model, test, "inf", method, batch_size=10, progress=False)
+        print(f"  ℓ∞ {method:13s} mean radius {rec['mean_radius']:.4g} on {rec['n']} images  "
+              f"{rec['seconds']:7.1f} s  process peak memory {peak_gib():.2f} GiB")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--tutorial", action="store_true")
+    parser.add_argument("--tutorial-epochs", type=int, default=1)
+    parser.add_argument("--skip-smoke", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if not args.skip_smoke:
+        smoke(args.n, args.methods)
+    if args.tutorial:
+        tutorial(args.n, args.tutorial_epochs)
+
+
+if __name__ == "__main__":
+    main()
