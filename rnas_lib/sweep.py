@@ -469,6 +469,26 @@ def curves(folder, out=None):
     return frame
 
 
+def load_results(path):
+    """(table, curves, provenance) of a finished study: ``results/<name>/`` as ``write_results``
+    wrote it (provenance from its file), or a study's run folder ``runs/<tier>/studies/<name>/``
+    (aggregated now; provenance None)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = PROJECT_ROOT / path
+    if (path / "table.csv").exists():
+        provenance = load_json(path / "provenance.json") if (path / "provenance.json").exists() else None
+        curves_path = path / "curves.csv"
+        frame = pd.read_csv(curves_path, dtype={"norm": str}) if curves_path.exists() else None
+        return pd.read_csv(path / "table.csv"), frame, provenance
+    if path.is_dir() and any(path.glob("*/record.json")):
+        return aggregate(path), curves(path), None
+    raise FileNotFoundError(f"{path} holds neither a study's table.csv (results/<name>/) nor finished runs "
+                            "(runs/<tier>/studies/<name>/); run make sweep STUDY=studies/<name>.yaml first")
+
+
 def machine_facts() -> dict:
     """What ran the study: host, OS, Python, CPU count, torch and Dask versions, the GPU if any."""
     import dask
