@@ -72,6 +72,17 @@ def summarize(table, metrics=tuple(METRICS)):
     return summary.loc[_order(table)]
 
 
+def summary_dict(table, metrics=tuple(METRICS)) -> dict:
+    """``summarize`` as JSON-ready {arch: {metric: {"mean", "std", "n"}}} (None where undefined)."""
+    summary = summarize(table, metrics)
+
+    def clean(v):
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    return {arch: {m: {k: clean(summary.loc[arch, (m, k)]) for k in ("mean", "std", "n")} for m in metrics}
+            for arch in summary.index}
+
+
 def format_summary(table, metrics=KEY_METRICS + ("search_seconds", "params", "skip_normal")):
     """"mean ± std" strings per arch and metric, columns named with their ε (``label``)."""
     import pandas as pd
@@ -79,19 +90,24 @@ def format_summary(table, metrics=KEY_METRICS + ("search_seconds", "params", "sk
     summary = summarize(table, metrics)
     out = pd.DataFrame(index=summary.index)
     for m in metrics:
-        digits = 0 if m in ("params", "search_seconds") else (2 if m == "skip_normal" else 4)
+        digits = 0 if m in ("params", "search_seconds") else None
         out[label(table, m)] = [_pm(summary.loc[a, (m, "mean")], summary.loc[a, (m, "std")], digits)
                                 for a in summary.index]
     out["seeds"] = summary[(metrics[0], "n")].astype(int)
     return out
 
 
-def _pm(mean, std, digits) -> str:
+def _num(v, digits=None) -> str:
+    """Fixed ``digits`` decimals, or 4 significant digits (small radii stay readable: 9.1e-06)."""
+    return f"{v:.{digits}f}" if digits is not None else f"{v:.4g}"
+
+
+def _pm(mean, std, digits=None) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
     if std is None or math.isnan(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+        return _num(mean, digits)
+    return f"{_num(mean, digits)} ± {_num(std, digits)}"
 
 
 def paired_differences(table, arch: str, baseline: str, metric: str) -> np.ndarray:
@@ -143,13 +159,19 @@ def conclusion(table, tests, baseline: str = "darts", alpha: float = 0.05) -> st
         means = summary[(m, "mean")].dropna()
         if means.empty:
             continue
-        best = means.idxmax()
-        runner = means.drop(best).idxmax() if len(means) > 1 else None
-        text = f"- {label(table, m)}: **{best}** {_pm(means[best], summary.loc[best, (m, 'std')], 4)}"
-        if runner is not None:
-            text += f" (next: {runner} {_pm(means[runner], summary.loc[runner, (m, 'std')], 4)})"
-        if baseline in means.index and best != baseline:
-            text += f"; {baseline} {_pm(means[baseline], summary.loc[baseline, (m, 'std')], 4)}"
+        top = means[means == means.max()].index.tolist()
+        shown = lambda a: f"{a} {_pm(means[a], summary.loc[a, (m, 'std')])}"  # noqa: E731
+        if len(top) == len(means) and len(top) > 1:
+            lines.append(f"- {label(table, m)}: all equal, {_num(means.max())}")
+            continue
+        text = f"- {label(table, m)}: " + (f"**{top[0]}** {_pm(means[top[0]], summary.loc[top[0], (m, 'std')])}"
+                                          if len(top) == 1 else "tie between " + ", ".join(f"**{a}**" for a in top)
+                                          + f" at {_num(means.max())}")
+        rest = means.drop(top)
+        if not rest.empty:
+            text += f" (next: {shown(rest.idxmax())})"
+        if baseline in means.index and baseline not in top and baseline != rest.idxmax():
+            text += f"; {shown(baseline)}"
         lines.append(text)
     valid = tests.dropna(subset=["p_ttest"])
     k = len(valid)
@@ -160,7 +182,7 @@ def conclusion(table, tests, baseline: str = "darts", alpha: float = 0.05) -> st
     for arch in [a for a in ROBUST_METHODS if a in set(tests["arch"])]:
         parts = []
         for _, r in tests[tests["arch"] == arch].iterrows():
-            diff = f"{r['mean_diff']:+.4f} ± {r['std_diff']:.4f}" if r["n"] >= 2 else f"{r['mean_diff']:+.4f}"
+            diff = f"{r['mean_diff']:+.4g}" + (f" ± {r['std_diff']:.4g}" if r["n"] >= 2 else "")
             if math.isnan(r["p_ttest"]):
                 verdict = "no test (fewer than 2 pairs or identical differences)"
             else:

@@ -135,3 +135,14 @@ def test_aggregate_gives_one_row_per_finished_pipeline_run():
     assert [r["arch"] for r in saved] == ["DARTS_V2", "darts"] and (out / "table.csv").exists()
     curves = sweep.curves(folder)
     assert len(curves) == len(record["attacks"]) * 2 and set(curves["attack"]) == {"fgsm", "pgd", "cw", "autoattack"}
+
+    results = sweep.write_results(study, runs_root() / "results" / "tiny", "python -m rnas_lib.sweep tiny.yaml")
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["command"] == "python -m rnas_lib.sweep tiny.yaml" and provenance["runs_finished"] == 2
+    assert len(provenance["commit"]) == 40 and provenance["machine"]["cpu_count"] >= 1 and provenance["date"]
+    loaded, loaded_curves, loaded_provenance = sweep.load_results(results)
+    assert list(loaded.columns) == list(sweep.TABLE_COLUMNS) and list(loaded["arch"]) == ["DARTS_V2", "darts"]
+    assert loaded["pgd_linf_acc"].tolist() == pytest.approx(table["pgd_linf_acc"].tolist())
+    assert len(loaded_curves) == len(curves) and loaded_provenance == provenance
+    with pytest.raises(FileNotFoundError, match="neither a study's table.csv"):
+        sweep.load_results(runs_root() / "nothing_here")
