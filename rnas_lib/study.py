@@ -177,8 +177,9 @@ def conclusion(table, tests, baseline: str = "darts", alpha: float = 0.05) -> st
     k = len(valid)
     lines.append("")
     lines.append(f"**Against {baseline}, same seeds** (paired t-test, two-sided; Wilcoxon p in brackets). "
-                 f"{k} tests with a defined p; at α = {alpha} about {alpha * k:.1f} would come out significant "
-                 f"by chance alone; Bonferroni threshold α/{k} = {alpha / max(k, 1):.4f}.")
+                 + (f"{k} tests with a defined p; at α = {alpha} about {alpha * k:.1f} would come out significant "
+                    f"by chance alone; Bonferroni threshold α/{k} = {alpha / k:.4f}." if k else
+                    "No test has a defined p (a test needs at least 2 common seeds with differences that vary)."))
     for arch in [a for a in ROBUST_METHODS if a in set(tests["arch"])]:
         parts = []
         for _, r in tests[tests["arch"] == arch].iterrows():
@@ -201,7 +202,7 @@ def conclusion(table, tests, baseline: str = "darts", alpha: float = 0.05) -> st
                  f"significantly higher ({', '.join(f'{a} on {METRICS[m][0]}' for a, m in zip(wins['arch'], wins['metric'])) or 'none'}) "
                  f"and {len(losses)} significantly lower "
                  f"({', '.join(f'{a} on {METRICS[m][0]}' for a, m in zip(losses['arch'], losses['metric'])) or 'none'}) "
-                 f"at α = {alpha}, with {len(seeds)} seeds per method.")
+                 f"at α = {alpha}, with {len(seeds)} seed{'s' if len(seeds) != 1 else ''} in the table.")
     return "\n".join(lines)
 
 
