@@ -115,33 +115,7 @@ def run_pipeline(arch: str, seed: int, tier: str, folder, search: dict | None = 
 
     t_eval = time.perf_counter()
     test = load_dataset(t.dataset, False, data_root, t.test_limit)
-    data = test.subset(slice(0, settings.n_eval))
-    pgd = {"name": "pgd", "steps": settings.pgd_steps, "restarts": settings.pgd_restarts}
-    timings, clock = {}, time.perf_counter()
-
-    def lap(name):
-        nonlocal clock
-        timings[name], clock = time.perf_counter() - clock, time.perf_counter()
-
-    curves = []
-    for norm, grid in (("inf", threat.eps_linf), (2, threat.eps_l2)):
-        curves += attacks.evaluate(model, data, ["fgsm", pgd], grid, norm=norm, seed=seed, progress=False)
-    lap("fgsm_pgd")
-    l2_grid = [e for e in threat.eps_l2 if e > 0]
-    cw = attacks.evaluate(model, data.subset(slice(0, settings.n_cw)),
-                          [{"name": "cw", "steps": settings.cw_steps,
-                            "binary_search_steps": settings.cw_binary_search_steps}], l2_grid, norm=2, progress=False)
-    lap("cw")
-    autoattack = attacks.evaluate(model, data.subset(slice(0, settings.n_autoattack)),
-                                  [{"name": "autoattack", "steps": settings.autoattack_steps}], [threat.linf],
-                                  norm="inf", seed=seed, progress=False)
-    lap("autoattack")
-    certified = {}
-    for norm in ("inf", 2):
-        record = average_certified_bound(model, data, norm, method=settings.certify_method, n=settings.n_certify,
-                                         tol=settings.certify_tol, seed=seed, progress=False)
-        certified["linf" if norm == "inf" else "l2"] = record
-        lap(f"certify_{'linf' if norm == 'inf' else 'l2'}")
+    attack_records, certified, timings = evaluate_network(model, test, settings, threat, seed)
     evaluate_seconds = time.perf_counter() - t_eval
 
     return {
@@ -151,5 +125,42 @@ def run_pipeline(arch: str, seed: int, tier: str, folder, search: dict | None = 
         "search_seconds": search_seconds, "train_seconds": train_seconds, "evaluate_seconds": evaluate_seconds,
         "evaluate_timings": timings, "seconds": time.perf_counter() - t0,
         "threat": threat.as_dict(), "evaluation": asdict(settings),
-        "attacks": curves + cw + autoattack, "certified": certified,
+        "attacks": attack_records, "certified": certified,
     }
+
+
+def evaluate_network(model, test, settings: EvalSettings, threat, seed: int = 0):
+    """Attack and certify ``model`` on the first images of ``test`` (see the module docstring).
+
+    Returns (attack records of ``rnas_lib.attacks.evaluate``, {"linf", "l2": average certified bound
+    record}, seconds per part)."""
+    data = test.subset(slice(0, settings.n_eval))
+    pgd = {"name": "pgd", "steps": settings.pgd_steps, "restarts": settings.pgd_restarts}
+    timings, clock = {}, time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        timings[name], clock = time.perf_counter() - clock, time.perf_counter()
+
+    records = []
+    for norm, grid in (("inf", threat.eps_linf), (2, threat.eps_l2)):
+        records += attacks.evaluate(model, data, ["fgsm", pgd], grid, norm=norm, seed=seed, progress=False)
+    lap("fgsm_pgd")
+    l2_grid = [e for e in threat.eps_l2 if e > 0]
+    records += attacks.evaluate(model, data.subset(slice(0, settings.n_cw)),
+                                [{"name": "cw", "steps": settings.cw_steps,
+                                  "binary_search_steps": settings.cw_binary_search_steps}], l2_grid, norm=2,
+                                progress=False)
+    lap("cw")
+    records += attacks.evaluate(model, data.subset(slice(0, settings.n_autoattack)),
+                                [{"name": "autoattack", "steps": settings.autoattack_steps}], [threat.linf],
+                                norm="inf", seed=seed, progress=False)
+    lap("autoattack")
+    certified = {}
+    for norm in ("inf", 2):
+        key = "linf" if norm == "inf" else "l2"
+        certified[key] = average_certified_bound(model, data, norm, method=settings.certify_method,
+                                                 n=settings.n_certify, tol=settings.certify_tol, seed=seed,
+                                                 progress=False)
+        lap(f"certify_{key}")
+    return records, certified, timings
