@@ -1,6 +1,7 @@
 """rnas_lib.sweep: study files, grids on a Dask LocalCluster, resume, failures, the aggregated table."""
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,23 @@ def test_aggregate_gives_one_row_per_finished_pipeline_run():
     assert len(loaded_curves) == len(curves) and loaded_provenance == provenance
     with pytest.raises(FileNotFoundError, match="neither a study's table.csv"):
         sweep.load_results(runs_root() / "nothing_here")
+
+
+def test_a_notebook_grid_crosses_methods_parameters_and_seeds():
+    study = sweep.study_from_dict({"name": "nb", "tier": "smoke", "kind": "notebook", "notebook": "05",
+                                   "methods": ["darts", "dsrna_jb"], "grid": {"gamma": [0.01, 0.1]},
+                                   "parameters": {"epochs": 2}, "seeds": [0, 1]})
+    runs = sweep.expand(study)
+    assert len(runs) == 8 and len({r.folder for r in runs}) == 8
+    first = runs[0]
+    assert first.run_id == "darts-gamma=0.01-seed0"
+    assert first.config["parameters"] == {"epochs": 2, "gamma": 0.01, "method": "darts"}
+    assert first.config["notebook"] == "notebooks/05_robust_search.ipynb"
+    assert {(r.config["parameters"]["method"], r.config["parameters"]["gamma"], r.config["seed"]) for r in runs} == {
+        (m, g, s) for m in ("darts", "dsrna_jb") for g in (0.01, 0.1) for s in (0, 1)}
+
+
+def test_a_slurm_cluster_without_dask_jobqueue_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if it were not installed: import fails
+    with pytest.raises(ImportError, match="pip install dask-jobqueue"):
+        sweep.make_client(slurm={"queue": "normal"})
