@@ -93,7 +93,9 @@ def test_study_files_in_the_project_parse_and_expand():
     for path in sorted((Path(sweep.PROJECT_ROOT) / "studies").glob("*.yaml")):
         study = sweep.load_study(path)
         runs = sweep.expand(study)
-        assert len(runs) == len(study.methods) * len(study.seeds) and len({r.folder for r in runs}) == len(runs)
+        grid = math.prod(len(v) for v in study.grid.values())
+        assert len(runs) == max(len(study.methods), 1) * grid * len(study.seeds)
+        assert len({r.folder for r in runs}) == len(runs)
     smoke = sweep.load_study(Path(sweep.PROJECT_ROOT) / "studies" / "smoke.yaml")
     assert len(smoke.seeds) >= 5 and {"darts", "random", "dsrna_cb", "dsrna_jb", "dsrna_combined", "pcdarts",
                                       "DARTS_V1", "DARTS_V2", "PC_DARTS"} <= set(smoke.methods)
