@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,6 +95,7 @@ def main() -> int:
         run = search + train_total + eval_total
         total += run * len(study.seeds)
         print(f"{method:16s} {search:8.0f}s {train_total:8.0f}s {eval_total:10.0f}s {run:8.0f}s")
+    shutil.rmtree(tmp)
     print(f"\nall {len(study.methods) * len(study.seeds)} runs: {total / 3600:.2f} h of one worker; "
           f"{total / 3600 / args.workers:.2f} h on {args.workers} workers (estimate)")
     return 0
