@@ -347,7 +347,9 @@ def run_study(study: Study, client=None, progress: bool = True, root=None, **cli
     conflicts = [run.folder for run in runs if states[run.run_id] == "conflict"]
     if conflicts:
         raise ValueError(f"{len(conflicts)} run folders hold runs of another configuration (e.g. {conflicts[0]}); "
-                         "give the study another name, or delete those folders to run them again")
+                         "give the study another name, or delete those folders to run them again (where only the "
+                         "evaluate settings changed, deleting their record.json is enough: the finished search and "
+                         "training checkpoints are reused and only the evaluation runs again)")
     todo = [run for run in runs if states[run.run_id] != "finished"]
     summary = {"finished": [], "failed": [], "skipped": [r.run_id for r in runs if states[r.run_id] == "finished"],
                "errors": {}, "seconds": 0.0, "workers": 0}
