@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 SHARED_DATA := $(abspath ../shared/data)
 export RNAS_DATA_ROOT ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(abspath data))
 TIER ?= smoke
+# `make sweep STUDY=studies/tutorial.yaml SWEEP_ARGS="--workers 2"`: a study grid on Dask, then results/<name>/
+STUDY ?= studies/smoke.yaml
+SWEEP_ARGS ?=
 # one BLAS/OpenMP thread per process: pytest workers and notebook kernels share two cores
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup workbook test lab bench clean
+.PHONY: setup workbook test lab bench sweep clean
 
 setup: $(STAMP)
 
@@ -28,6 +31,9 @@ workbook: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+sweep: $(STAMP)
+	$(PY) -m rnas_lib.sweep $(STUDY) $(SWEEP_ARGS)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

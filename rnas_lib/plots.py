@@ -8,6 +8,7 @@ matplotlib ``Axes`` (or ``Figure`` when it makes several panels); nothing here s
 - ``adversarial_example``, ``accuracy_vs_eps``: one attacked image; robust accuracy against ε.
 - ``certified_radius_hist``, ``attack_vs_certificate``: certified radii; attack vs certificate and their gap.
 - ``bar_compare``: one bar panel per metric for a few architectures.
+- ``study_scatter``, ``metric_by_method``, ``study_accuracy_vs_eps``: a study's table over seeds (notebook 09).
 - ``save_figure``: write a figure under ``runs/<tier>/figures/``.
 """
 from __future__ import annotations
@@ -465,4 +466,66 @@ def attack_vs_certificate(eps_grid, attacked: dict, certified: dict, norm="inf",
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     ax.set_title("attack vs certificate: the shaded gap is undecided", fontsize=10)
+    return ax
+
+
+# ----------------------------------------------------------------------------- studies (notebook 09)
+def _arch_colors(archs) -> dict:
+    return {a: f"C{i % 10}" for i, a in enumerate(archs)}
+
+
+def study_scatter(table, x: str = "clean_acc", y: str = "pgd_linf_acc", xlabel: str | None = None,
+                  ylabel: str | None = None, ax=None):
+    """One point per run (``rnas_lib.sweep.aggregate``'s table), one colour per architecture, the
+    mean over seeds as a larger outlined marker."""
+    ax = _axes(ax, (5.2, 4.0))
+    archs = list(dict.fromkeys(table["arch"]))
+    colors = _arch_colors(archs)
+    for arch in archs:
+        rows = table[table["arch"] == arch]
+        ax.scatter(rows[x], rows[y], s=18, alpha=0.55, color=colors[arch])
+        ax.scatter([rows[x].mean()], [rows[y].mean()], s=90, color=colors[arch], edgecolor="black", label=arch)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def metric_by_method(table, column: str, ylabel: str | None = None, ax=None):
+    """Every run's value of ``column`` per architecture (dots), with the mean ± std over seeds."""
+    ax = _axes(ax, (0.6 + 0.55 * table["arch"].nunique(), 3.2))
+    archs = list(dict.fromkeys(table["arch"]))
+    colors = _arch_colors(archs)
+    for k, arch in enumerate(archs):
+        values = table.loc[table["arch"] == arch, column].to_numpy(dtype=float)
+        ax.scatter(np.full(len(values), k) + np.linspace(-0.12, 0.12, len(values)), values, s=14,
+                   color=colors[arch], alpha=0.7)
+        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        ax.errorbar([k + 0.3], [values.mean()], yerr=[std], fmt="o", color="black", ms=4, capsize=3)
+    ax.set_xticks(range(len(archs)), archs, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel or column)
+    ax.grid(alpha=0.3, axis="y")
+    return ax
+
+
+def study_accuracy_vs_eps(curves, attack: str = "pgd", norm: str = "inf", ax=None):
+    """Accuracy against ε for one attack and norm (``rnas_lib.sweep.curves``): the mean over seeds
+    per architecture, with a band of ± one std."""
+    ax = _axes(ax, (5.2, 3.6))
+    rows = curves[(curves["attack"] == attack) & (curves["norm"] == str(norm))]
+    if rows.empty:
+        raise ValueError(f"no {attack} records in ℓ{norm}; attacks present: {sorted(set(curves['attack']))}")
+    archs = list(dict.fromkeys(rows["arch"]))
+    colors = _arch_colors(archs)
+    for arch in archs:
+        stats = rows[rows["arch"] == arch].groupby("eps")["accuracy"].agg(["mean", "std"]).fillna(0.0)
+        ax.plot(stats.index, stats["mean"], "-o", ms=3, color=colors[arch], label=arch)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                        color=colors[arch], alpha=0.15)
+    ax.set_xlabel(f"ε ({_norm_label('inf' if str(norm) == 'inf' else norm)}, pixel units)")
+    ax.set_ylabel(f"{attack.upper()} accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     return ax

@@ -9,6 +9,9 @@
 ``train_recipe`` names the retraining defaults (``rnas_lib.train.RECIPES``): ``"plain"`` at the smoke
 and tutorial tiers, ``"darts"`` (DARTS' CIFAR recipe: crop/flip, cutout, auxiliary head, drop-path,
 …) at the paper tier.
+
+``THREATS`` holds each tier's attack radii in one place (``threat_model``): the accuracy-vs-ε grids
+and the one ε per norm at which a study's table reports FGSM, PGD, C&W and AutoAttack accuracy.
 """
 from __future__ import annotations
 
@@ -55,3 +58,39 @@ def get_tier(name: str, **overrides) -> Tier:
     if unknown:
         raise ValueError(f"unknown tier fields {sorted(unknown)}; allowed: {', '.join(Tier.__dataclass_fields__)}")
     return replace(TIERS[name], **overrides)
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Attack radii of a tier, in pixel units (images in [0, 1]).
+
+    eps_linf, eps_l2: the accuracy-vs-ε grids (0 included: the clean accuracy);
+    linf, l2: the radius of a study table's ℓ∞ columns (FGSM, PGD-ℓ∞, AutoAttack) and ℓ2 columns
+    (PGD-ℓ2, C&W). Chosen by rnas so that a standard-trained network of the tier is neither
+    untouched nor broken at the table's ε (smoke, measured on a darts cell: PGD-20 accuracy
+    0.42 at ℓ∞ 0.1, 0.48 at ℓ2 0.5); the paper's ε is not known (docs/paper.md).
+    """
+    eps_linf: tuple
+    eps_l2: tuple
+    linf: float
+    l2: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+THREATS = {
+    # digits 8×8: an ℓ∞ ball of radius ε reaches ℓ2 distance 8ε
+    "smoke": ThreatModel((0.0, 0.025, 0.05, 0.1, 0.15, 0.2), (0.0, 0.25, 0.5, 1.0), linf=0.1, l2=0.5),
+    # MNIST 28×28: the usual ε grid of MNIST robustness papers up to 0.3
+    "tutorial": ThreatModel((0.0, 0.05, 0.1, 0.2, 0.3), (0.0, 0.5, 1.0, 1.5, 2.0), linf=0.1, l2=1.0),
+    # CIFAR-10: ε in multiples of 1/255
+    "paper": ThreatModel((0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), (0.0, 0.1, 0.25, 0.5), linf=2 / 255, l2=0.25),
+}
+
+
+def threat_model(name: str) -> ThreatModel:
+    """The attack radii of tier ``name``."""
+    if name not in THREATS:
+        raise ValueError(f"unknown tier {name!r}; allowed: {', '.join(THREATS)}")
+    return THREATS[name]

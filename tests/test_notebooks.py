@@ -12,7 +12,7 @@ NOTEBOOKS = notebooks()
 
 def test_the_workbook_has_its_notebooks():
     names = {p.stem[:2] for p in NOTEBOOKS}
-    assert {"00", "01", "02", "03", "04", "05", "06", "07", "08"} <= names, names
+    assert {"00", "01", "02", "03", "04", "05", "06", "07", "08", "09"} <= names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
