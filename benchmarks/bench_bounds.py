@@ -4,10 +4,10 @@
    tutorial size (28×28×1, C=8, 5 cells), batch 64, first order: one α step (on the val batch,
    with −γ·R in the α loss) + one w step. Uses ``rnas_lib.search``'s stepper and the registered
    ``dsrna_cb`` term: its defaults (8 bounded images, BatchNorm on their statistics, CROWN-IBP) and
-   variants (the whole batch's statistics, 16 or 64 bounded images, IBP).
-2. ibp vs crown-ibp vs crown on a derived network (the tier's final-network size), batch 16,
-   output bounds, no gradient. Full CROWN needs one backward pass per intermediate neuron, so it is
-   only run where that is affordable.
+   variants (the whole batch's statistics, 16 or 64 bounded images, IBP, forward-mode CROWN at
+   smoke size, the certified radius as R with its implicit gradient).
+2. ibp vs crown-ibp vs crown-forward vs crown on a derived network (the tier's final-network
+   size), batch 16, output bounds, no gradient. The two CROWN variants only at smoke size here.
 
 Usage: python benchmarks/bench_bounds.py [--threads 1] [--repeats 3] [--skip-tutorial]
 """
@@ -50,6 +50,9 @@ def search_step_times(size, repeats):
                ("dsrna_cb, method='ibp'", "dsrna_cb", dict(method="ibp"))]
     if size == "smoke":  # 64 × 9 specification rows at 28×28 would need tens of GB with autograd
         configs.append(("dsrna_cb, samples=64", "dsrna_cb", dict(samples=64)))
+        # forward-mode intermediate bounds carry one row per pixel: 64 here, 784 at 28×28
+        configs.append(("dsrna_cb, method='crown-forward'", "dsrna_cb", dict(method="crown-forward")))
+    configs.append(("dsrna_cb, objective='radius' (implicit gradient)", "dsrna_cb", dict(objective="radius")))
     rows = []
     for label, method, options in configs:
         torch.manual_seed(0)
@@ -78,15 +81,14 @@ def bound_times(size, repeats):
     with torch.no_grad():
         forward = timed(lambda: net(x), repeats)
         print(f"  {'plain forward':<12s} {forward * 1000:10.1f} ms")
-        for method in ("ibp", "crown-ibp", "crown"):
-            if method == "crown" and size != "smoke":
-                print(f"  {'crown':<12s}    skipped: one backward pass per intermediate neuron "
-                      f"(~10⁵ at 28×28) is out of reach on a CPU")
+        for method in ("ibp", "crown-ibp", "crown-forward", "crown"):
+            if method in ("crown", "crown-forward") and size != "smoke":
+                print(f"  {method:<12s}    skipped at 28×28 here (benchmarks/bench_verify.py --tutorial times it)")
                 continue
             t = timed(lambda: output_bounds(net, x, 0.01, "inf", method), repeats if method != "crown" else 1)
             lb, ub = output_bounds(net, x, 0.01, "inf", method)
             results[method] = t
-            print(f"  {method:<12s} {t * 1000:10.1f} ms   {t / forward:7.1f}x forward   "
+            print(f"  {method:<13s} {t * 1000:10.1f} ms   {t / forward:7.1f}x forward   "
                   f"mean width {float((ub - lb).mean()):.3g}")
     if "crown" in results:
         print(f"  crown / crown-ibp {results['crown'] / results['crown-ibp']:.1f}x, "

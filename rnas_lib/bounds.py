@@ -24,9 +24,26 @@ Methods
                intervals of that block's inputs.
 ``crown-ibp``  one backward linear-relaxation pass from the specification to the input, with the
                ReLU / max-pool relaxations built from IBP intermediate bounds.
-``crown``      the same backward pass, but every intermediate bound (each ReLU's and max pool's
-               input) is itself computed by a CROWN backward pass (identity specification),
-               intersected with its IBP interval. Cost ∝ number of neurons; for small networks.
+``crown-forward``  the same final backward pass, with intermediate bounds from *forward-mode*
+               linear bounds: every node carries a lower and an upper linear function of the input
+               (pushed through affine nodes as centre ± radius, through ReLU / max pool by their
+               relaxations), concretised on the ball and intersected with the intervals. Its cost
+               grows with the number of input pixels, not of neurons: cheap at 8×8.
+``crown``      full CROWN: the intermediate bounds of ``crown-forward`` (up to FORWARD_MAX_INPUTS
+               pixels) refined, for every neuron whose relaxation they leave undecided (unstable ReLU
+               inputs, candidates of undominated max-pool windows), by a CROWN backward pass to the
+               input; stable neurons are relaxed exactly whatever their bounds. Cost ∝ number of
+               undecided neurons × depth.
+``alpha-crown``  ``crown`` with the lower ReLU slopes of the final pass optimised per specification
+               row (projected Adam on the bound; every slope in [0, 1] is sound).
+The final margin bound of every method is the larger of its linear bound and the IBP bound on the
+same (refined) intervals: both are sound lower bounds, so their maximum is.
+For an ℓ2 ball, nodes that are one convolution of the input (Normalize → stem conv → BN) get the
+exact ℓ2 interval f(x) ± ε‖row‖₂; every linear bound is concretised with the ℓ2 dual norm.
+``margin_certificate`` also returns the radius r ≤ ε certified by the linear bound built for the
+ε-ball (relaxations sound on a ball are sound on every smaller one); ``implicit_radius`` makes the
+certified radius differentiable (implicit function theorem); ``block_widths`` says where the
+bound loosens.
 
 Backward pass: a lower bound  c·f(x') ≥ Λ·x' + β  is built node by node in reverse topological
 order. Through an affine node y = L(z) + b:  Λ_z += Λ_y·L (the transpose of L), β += Λ_y·b.

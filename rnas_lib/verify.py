@@ -1,19 +1,21 @@
 """Certified radius per sample: the largest ε whose margin lower bound is still positive.
 
 For a correctly classified x with label y, any ε with  lb(ε) > 0,  where lb(ε) is a lower bound of
-min_{t∈T} f_y(x') − f_t(x') over the ε-ball (``rnas_lib.bounds.margin_lower_bound``), certifies
-that no x' in that ball is classified as a t ∈ T. ``certified_radius`` finds the largest such ε on
-[0, eps_max] by bisection, for all samples at once: after ⌈log₂(eps_max / tol)⌉ halvings the
-returned radius r has lb(r) > 0 (it was checked) and the last rejected ε is at most r + tol.
-T (the CNN-Cert target types): ``untargeted`` all t ≠ y; ``runner-up`` the class with the
-second-highest clean logit; ``random`` a class t ≠ y drawn uniformly (seeded by ``generator``);
-``least-likely`` the class with the lowest clean logit.
+min_{t∈T} f_y(x') − f_t(x') over the ε-ball (``rnas_lib.bounds``), certifies that no x' in that
+ball is classified as a t ∈ T. ``certified_radius`` brackets the largest such ε per sample (growing
+probes, then geometric bisection), using that a failed probe's linear bound still certifies a
+smaller radius, starting expensive methods from the radii of cheaper ones, and re-checking float32
+radii in float64. T (the CNN-Cert target types): ``untargeted`` all t ≠ y; ``runner-up`` the class
+with the second-highest clean logit; ``random`` a class t ≠ y drawn uniformly (seeded by
+``generator``); ``least-likely`` the class with the lowest clean logit.
 A misclassified sample has radius 0. A sample certified at eps_max gets radius eps_max (a cap).
 Over a dataset: ``certified_accuracy`` (the fraction certified at one ε, a lower bound of the
 robust accuracy that every attack's accuracy must stay above) and ``average_certified_bound``
 (CNN-Cert's average certified lower bound: the mean radius over N images, per norm and target type).
-BatchNorm in train mode uses the statistics of the whole clean batch x (see rnas_lib.bounds):
-certify models in eval mode unless that is what you mean.
+The empirical side: ``falsify_margin`` and ``attack_radius`` (the smallest radius at which PGD
+succeeds, an upper bound of the true radius); ``certification_gap`` = certified / PGD radius.
+Certificates refuse a model in train mode (BatchNorm on the certified batch's own statistics)
+unless ``batch_statistics=True``.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def check_certifiable(model: nn.Module, batch_statistics: bool) -> None:
 
 
 def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="inf", method="crown",
-                     target: str = "untargeted", eps_max: float | None = None, tol: float = 1e-4,
+                     target: str = "untargeted", eps_max: float | None = None, tol: float = 1e-6,
                      rtol: float = 0.01, clip=(0.0, 1.0), relu_slope: str = "adaptive",
                      generator: torch.Generator | None = None, alpha_steps: int = 20, recheck: bool = True,
                      batch_statistics: bool = False) -> torch.Tensor:
@@ -287,7 +289,7 @@ def certified_accuracy(model: nn.Module, data: TensorData, eps, norm="inf", meth
 
 def average_certified_bound(model: nn.Module, data: TensorData, norm="inf", method="crown",
                             target: str = "untargeted", n: int | None = None, eps_max: float | None = None,
-                            tol: float = 1e-4, rtol: float = 0.01, batch_size: int = 100, seed: int = 0,
+                            tol: float = 1e-6, rtol: float = 0.01, batch_size: int = 100, seed: int = 0,
                             progress: bool = True) -> dict:
     """CNN-Cert's "average certified lower bound": the mean certified radius over the first ``n``
     images of ``data`` (misclassified ones count 0), as a JSON-ready record with every radius.
