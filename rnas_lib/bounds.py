@@ -883,8 +883,8 @@ class _Bounder:
     def crown_bounds(self, z: int, need: torch.Tensor, linear: bool = False) -> tuple:
         """(l, u, linear): CROWN bounds on node z where ``need`` (B, *shape) is set (∓inf
         elsewhere), and (with ``linear``, else None) their linear functions (Λ̲, β̲, Λ̄, β̄), Λ
-        (B, N, n) and β (B, N), zero elsewhere. One backward pass per chunk of rows ±e_i, each image's rows padded to the
-        largest count in the batch."""
+        (B, N, n) and β (B, N), zero elsewhere. One backward pass per chunk of rows ±e_i, each
+        image's rows padded to the largest count in the batch."""
         B, shape = need.shape[0], need.shape[1:]
         N, n = math.prod(shape), self.x[0].numel()
         flat = need.reshape(B, N)
