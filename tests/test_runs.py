@@ -64,7 +64,8 @@ def test_a_folder_of_another_configuration_is_refused(tmp_path):
 
 # -- completion records and atomic saves ------------------------------------------------------
 
-def test_an_interrupted_search_is_not_finished(tmp_path, monkeypatch):
+def interrupt_search(tmp_path, monkeypatch):
+    """A smoke search killed right after its first complete save; returns the real _save."""
     real = search_mod._save
 
     def save_then_die(*args):
@@ -73,6 +74,11 @@ def test_an_interrupted_search_is_not_finished(tmp_path, monkeypatch):
     monkeypatch.setattr(search_mod, "_save", save_then_die)
     with pytest.raises(Killed):
         run_search("smoke", "darts", seed=0, out_dir=tmp_path, progress=False, **TINY)
+    return real
+
+
+def test_an_interrupted_search_is_not_finished(tmp_path, monkeypatch):
+    real = interrupt_search(tmp_path, monkeypatch)
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "genotype.json").exists()
     assert not is_complete(tmp_path)
     with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not finished.*run it again"):
@@ -176,14 +182,7 @@ def test_training_with_drop_path_killed_during_a_save_resumes_to_the_same_weight
 
 
 def test_trained_model_refuses_the_genotype_of_an_unfinished_search(tmp_path, monkeypatch):
-    real = search_mod._save
-
-    def save_then_die(*args):
-        real(*args)
-        raise Killed
-    monkeypatch.setattr(search_mod, "_save", save_then_die)
-    with pytest.raises(Killed):
-        run_search("smoke", "darts", seed=0, out_dir=tmp_path, progress=False, **TINY)
+    interrupt_search(tmp_path, monkeypatch)
     (tmp_path / "genotype.json").write_text(json.dumps(train_mod.to_dict(train_mod.get_genotype("DARTS_V2"))))
     with pytest.raises(FileNotFoundError, match="not finished"):
         train_mod.trained_model(str(tmp_path / "genotype.json"), progress=False)
