@@ -17,7 +17,7 @@ mode ``"projection"``  Hoffman et al. (2019): for v uniform on the unit sphere o
                        an unbiased estimate with one backward pass per projection (``q="fro"`` only;
                        its variance is (2C·tr(A²) − 2·tr(A)²)/((C+2)·n_proj), A = JJᵀ).
 mode ``"top_logit"``   the predicted class ŷ = argmax_k f_k(x) only: ‖J_ŷ‖_q (``q="fro"``: ‖J_ŷ‖_2²),
-                       one backward pass (the form of the only public code, PAPER.md letter C).
+                       one backward pass (the form of the only public code, docs/paper.md, letter C).
 
 ``n_proj="exact"`` is short for ``mode="exact"`` (the stable call form); otherwise the mode defaults
 to ``"projection"``. Inputs are pixels (the model's first layer normalises), so J is per pixel.

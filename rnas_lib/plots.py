@@ -8,7 +8,13 @@ matplotlib ``Axes`` (or ``Figure`` when it makes several panels); nothing here s
 - ``adversarial_example``, ``accuracy_vs_eps``: one attacked image; robust accuracy against ε.
 - ``certified_radius_hist``, ``attack_vs_certificate``: certified radii; attack vs certificate and their gap.
 - ``bar_compare``: one bar panel per metric for a few architectures.
+- ``confusion_matrix``: counts coloured by row fraction, readable on every cell.
+- ``say_on_panel``: a sentence on an axes whose quantity is zero or below resolution.
 - ``save_figure``: write a figure under ``runs/<tier>/figures/``.
+
+One style for every notebook (``STYLE``, applied on import): mathtext labels such as
+``$\\|J_k\\|_1$``, symmetric colour scales with a colour bar on perturbations δ, integer epoch
+ticks, a grid, and a sentence on any panel whose quantity is zero or below the resolution.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .genotypes import get_genotype
 from .ops import PRIMITIVES
@@ -24,6 +31,39 @@ from .runs import run_dir
 #: one colour per primitive, shared by every figure so that an op looks the same everywhere
 OP_COLORS = dict(zip(PRIMITIVES, ("tab:gray", "tab:orange", "tab:olive", "tab:red", "tab:purple", "tab:brown",
                                   "tab:pink", "tab:cyan")))
+
+
+#: rcParams of the workbook's figures
+STYLE = {"mathtext.fontset": "dejavusans", "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8,
+         "ytick.labelsize": 8, "legend.fontsize": 8, "figure.dpi": 100, "axes.grid": False, "grid.alpha": 0.3,
+         "image.interpolation": "nearest"}
+plt.rcParams.update(STYLE)
+
+
+def integer_epochs(ax):
+    """Integer ticks on the x axis (epochs)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return ax
+
+
+def say_on_panel(ax, text: str):
+    """Write ``text`` across ``ax`` (e.g. "every radius is 0: nothing certified"), so that a panel
+    whose quantity is zero or below the resolution says so instead of looking empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes,
+            bbox=dict(boxstyle="round,pad=0.4", fc="#fff6d5", ec="0.6"))
+    return ax
+
+
+def _delta_panel(ax, d, scale: float, title: str | None = None):
+    """δ on the symmetric colour scale [−scale, scale]; a zero δ is said in words."""
+    im = ax.imshow(d, cmap="RdBu_r", vmin=-scale, vmax=scale)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=6)
+    if not np.any(d):
+        say_on_panel(ax, "δ = 0")
+    return im
 
 
 def _axes(ax, figsize):
@@ -82,21 +122,31 @@ def draw_cell(genotype, reduction: bool = False, ax=None, title: str | None = No
     ax = _axes(ax, (1.3 * steps + 2.4, 3.8))
     pos = _cell_layout(steps)
 
+    placed = [q for q in pos.values()]  # label centres so far (nodes count as taken)
+
     def arrow(a, b, color, label=None, lw=1.6, ls="-"):
-        p0, p2 = pos[a], pos[b]
-        rad = _bend(p0, p2, [q for n, q in pos.items() if n not in (a, b)])
-        ax.annotate("", xy=p2, xytext=p0,
+        p0, p2 = np.asarray(pos[a]), np.asarray(pos[b])
+        rad = _bend(tuple(p0), tuple(p2), [q for n, q in pos.items() if n not in (a, b)])
+        ax.annotate("", xy=tuple(p2), xytext=tuple(p0),
                     arrowprops=dict(arrowstyle="-|>", color=color, lw=lw, ls=ls, shrinkA=14, shrinkB=14,
                                     connectionstyle=f"arc3,rad={rad}"))
         if label:
-            # arc3 is a quadratic Bézier with control point mid + rad·(dy, −dx) (equal aspect): its
-            # point at t = ½ lies halfway to the control point, its tangent there is parallel to p2 − p0
-            dx, dy = p2[0] - p0[0], p2[1] - p0[1]
-            mx, my = (p0[0] + p2[0]) / 2 + 0.5 * rad * dy, (p0[1] + p2[1]) / 2 - 0.5 * rad * dx
-            angle = math.degrees(math.atan2(dy, dx))
+            # arc3 is the quadratic Bézier B(t) with control point mid + rad·(dy, −dx) (equal aspect);
+            # the label sits at the t (tried from the middle outwards) farthest from labels and nodes
+            d = p2 - p0
+            ctrl = (p0 + p2) / 2 + rad * np.array([d[1], -d[0]])
+            def point(t):
+                return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t ** 2 * p2
+            candidates = (0.5, 0.4, 0.6, 0.32, 0.68)
+            clearance = [min(np.hypot(*(point(t) - np.asarray(q))) for q in placed) for t in candidates]
+            t = next((t for t, c in zip(candidates, clearance) if c > 0.75), candidates[int(np.argmax(clearance))])
+            m = point(t)
+            tangent = 2 * (1 - t) * (ctrl - p0) + 2 * t * (p2 - ctrl)
+            angle = math.degrees(math.atan2(tangent[1], tangent[0]))
             angle = angle - 180 if angle > 90 else angle + 180 if angle < -90 else angle
-            ax.text(mx, my, label, fontsize=7, ha="center", va="center", color=color, rotation=angle,
-                    rotation_mode="anchor", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+            placed.append(tuple(m))
+            ax.text(m[0], m[1], label, fontsize=7, ha="center", va="center", color=color, rotation=angle,
+                    rotation_mode="anchor", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85))
 
     for n, (op, i) in enumerate(gene):
         arrow(int(i), n // 2 + 2, OP_COLORS.get(op, "black"), op)
@@ -138,6 +188,9 @@ def alpha_heatmap(weights, ax=None, title: str | None = None, colorbar: bool = T
     steps = _steps_of(w.shape[0])
     ax = _axes(ax, (5, 0.32 * w.shape[0] + 1.5))
     im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0)
+    spread = float(w.max() - w.min())
+    if spread < 0.01:
+        say_on_panel(ax, f"all weights within {spread:.1e} of each other:\nsoftmax(α) ≈ 1/{w.shape[1]} on every edge")
     if labels:
         ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES, rotation=90, fontsize=7)
         ax.set_yticks(range(w.shape[0]), edge_names(steps), fontsize=7)
@@ -199,6 +252,7 @@ def op_mass(history, cell: str = "normal", ax=None):
         ax.plot(epochs, series[:, :, o].mean(axis=1), marker="o", ms=3, color=OP_COLORS[name], label=name)
     ax.axhline(1 / len(PRIMITIVES), color="0.7", ls=":", lw=1)
     ax.set_xlabel("epoch")
+    integer_epochs(ax)
     ax.set_ylabel("mean softmax(α) over edges")
     ax.set_title(f"{cell} cell: op mass", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
@@ -226,6 +280,7 @@ def learning_curves(history, title: str | None = None):
     for ax in (ax_l, ax_a):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+        integer_epochs(ax)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -264,11 +319,12 @@ def image_grid(x, titles=None, ncols: int = 8, scale: float = 1.1):
 def perturbation_grid(x, rows: dict, eps, titles: dict | None = None):
     """Images under perturbations: column 0 is the clean image ``x`` (C, H, W) in [0, 1]; each row
     ``name → [x_1, …]`` shows the perturbed images x_k = clip(x + δ_k) at ``eps[k]``, and under them
-    (second row of the pair) δ_k itself on a symmetric colour scale. ``titles`` (name → one string
-    per ε, e.g. the predictions) replaces the default 'ε = …' titles of that row. Returns the Figure."""
+    (second row of the pair) δ_k itself (the channel mean) on one symmetric colour scale per row,
+    with its colour bar, so that the panels of a row compare. ``titles`` (name → one string per ε,
+    e.g. the predictions) replaces the default 'ε = …' titles of that row. Returns the Figure."""
     eps = list(eps)
-    fig, axes = plt.subplots(2 * len(rows), len(eps) + 1, figsize=(1.45 * (len(eps) + 1), 2.9 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(2 * len(rows), len(eps) + 1, figsize=(1.5 * (len(eps) + 1) + 0.6, 2.9 * len(rows)),
+                             squeeze=False, layout="constrained")
     for r, (name, images) in enumerate(rows.items()):
         if len(images) != len(eps):
             raise ValueError(f"row {name!r} has {len(images)} images for {len(eps)} ε values")
@@ -277,17 +333,15 @@ def perturbation_grid(x, rows: dict, eps, titles: dict | None = None):
         bottom[0].axis("off")
         bottom[0].text(0.5, 0.5, f"{name}\n\nδ = x' − x", ha="center", va="center", fontsize=8,
                        transform=bottom[0].transAxes)
-        for k, (e, xp) in enumerate(zip(eps, images)):
+        deltas = [np.asarray((xp - x).detach().cpu() if hasattr(xp, "detach") else xp - x, dtype=float).mean(axis=0)
+                  for xp in images]
+        scale = max(max(float(np.abs(d).max()) for d in deltas), 1e-8)
+        for k, (e, xp, d) in enumerate(zip(eps, images, deltas)):
             title = titles[name][k] if titles and name in titles else f"ε = {e:.3g}"
             _image(top[k + 1], xp, title)
-            d = np.asarray((xp - x).detach().cpu() if hasattr(xp, "detach") else xp - x, dtype=float)
-            d = d.mean(axis=0)
-            m = max(float(np.abs(d).max()), 1e-8)
-            bottom[k + 1].imshow(d, cmap="RdBu_r", vmin=-m, vmax=m)
-            bottom[k + 1].set_xticks([])
-            bottom[k + 1].set_yticks([])
-            bottom[k + 1].set_title(f"max|δ| {np.abs(d).max():.2f}, ‖δ‖₂ {np.sqrt((d ** 2).sum()):.2f}", fontsize=6)
-    fig.tight_layout()
+            im = _delta_panel(bottom[k + 1], d, scale,
+                              f"max|δ| {np.abs(d).max():.2f}, ‖δ‖₂ {np.sqrt((d ** 2).sum()):.2f}")
+        fig.colorbar(im, ax=list(bottom[1:]), fraction=0.025, pad=0.02, label="δ (pixels)")
     return fig
 
 
@@ -339,6 +393,28 @@ def bar_compare(table: dict, metrics=None, title: str | None = None):
     return fig
 
 
+def confusion_matrix(confusion, ax=None, title: str = "confusion matrix (test)", class_names=None):
+    """``confusion[i, j]`` = images of true class i predicted as j, coloured by the fraction of row i
+    (so every class reads on the same scale), each non-zero count written in white on dark cells and
+    black on light ones. Returns the Axes."""
+    c = np.asarray(confusion.cpu() if hasattr(confusion, "cpu") else confusion, dtype=float)
+    k = c.shape[0]
+    ax = _axes(ax, (0.42 * k + 1.6, 0.42 * k + 1.2))
+    frac = c / np.maximum(c.sum(1, keepdims=True), 1)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if c[i, j]:
+                ax.text(j, i, int(c[i, j]), ha="center", va="center", fontsize=8 if k <= 12 else 6,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    ax.set_xticks(range(k), names, fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    return ax
+
+
 def save_figure(fig, tier: str, name: str):
     """Save ``fig`` as ``runs/<tier>/figures/<name>.png``; returns the path."""
     path = run_dir(tier, "figures") / f"{name}.png"
@@ -359,15 +435,14 @@ def adversarial_example(model, x, y: int, x_adv, title: str | None = None, class
         model.train(was)
     k = p.shape[1]
     label = (lambda c: names[c]) if names else str
-    fig, axes = plt.subplots(1, 4, figsize=(9.5, 2.4), gridspec_kw={"width_ratios": [1, 1, 1, 2.2]})
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.4), gridspec_kw={"width_ratios": [1, 1, 1, 2.2]},
+                             layout="constrained")
     _image(axes[0], x, f"clean: {label(int(p[0].argmax()))} ({p[0].max():.2f})")
     _image(axes[1], x_adv, f"attacked: {label(int(p[1].argmax()))} ({p[1].max():.2f})")
     d = np.asarray((x_adv - x).detach().cpu(), dtype=float).mean(axis=0)
-    m = max(float(np.abs(d).max()), 1e-8)
-    axes[2].imshow(d, cmap="RdBu_r", vmin=-m, vmax=m)
-    axes[2].set_xticks([])
-    axes[2].set_yticks([])
+    im = _delta_panel(axes[2], d, max(float(np.abs(d).max()), 1e-8))
     axes[2].set_title(f"δ: max|δ| {np.abs(d).max():.3f}, ‖δ‖₂ {np.sqrt((d ** 2).sum()):.3f}", fontsize=8)
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
     idx = np.arange(k)
     axes[3].bar(idx - 0.2, p[0], 0.4, label="clean", color="C0")
     axes[3].bar(idx + 0.2, p[1], 0.4, label="attacked", color="C3")
@@ -378,7 +453,6 @@ def adversarial_example(model, x, y: int, x_adv, title: str | None = None, class
     axes[3].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 

@@ -113,7 +113,7 @@ def dsrna_jb(eps: float = 0.1, norm="inf", mode: str = "projection", n_proj: int
     estimate of ‖J‖_F² at the price of one extra (double-differentiated) backward pass; with
     ``with_logits`` sharing the forward pass with the search's CE, a DSRNA-JB search step is timed
     against a DARTS step by benchmarks/bench_jacobian.py (target ≤ 2×). ``"exact"`` (Σ_k ‖J_k‖_q,
-    C backward passes) and ``"top_logit"`` (the public code's form, PAPER.md letter C) are the
+    C backward passes) and ``"top_logit"`` (the public code's form, docs/paper.md, letter C) are the
     alternatives. ε = 0.1 in ℓ∞ is a digits/MNIST scale; R_J is linear in ε, so ε only rescales γ.
     The square root of the projection estimate is a slightly low (Jensen) but smooth estimate of
     ‖J‖_F. ``R.with_logits(model, x, y)`` returns the logits of R's forward pass with R, so that
@@ -146,7 +146,7 @@ def dsrna_jb(eps: float = 0.1, norm="inf", mode: str = "projection", n_proj: int
 
 def dsrna_combined(eps: float = 0.1, norm="inf", w_cb: float = 1.0, w_jb: float = 1.0, mode: str = "projection",
                    n_proj: int = 1, cb_options: dict | None = None) -> RobustnessTerm:
-    """R = w_cb·R_CB + w_jb·R_J (DSRNA-Combined, PAPER.md letter B: R_CB + R_J): R_CB is
+    """R = w_cb·R_CB + w_jb·R_J (DSRNA-Combined, docs/paper.md, letter B: R_CB + R_J): R_CB is
     ``TERMS["dsrna_cb"](eps=eps, norm=norm, **cb_options)`` (looked up when R is first called), R_J is
     ``dsrna_jb(eps, norm, mode, n_proj)``."""
     for name, w in (("w_cb", w_cb), ("w_jb", w_jb)):

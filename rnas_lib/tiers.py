@@ -55,3 +55,29 @@ def get_tier(name: str, **overrides) -> Tier:
     if unknown:
         raise ValueError(f"unknown tier fields {sorted(unknown)}; allowed: {', '.join(Tier.__dataclass_fields__)}")
     return replace(TIERS[name], **overrides)
+
+
+#: ε grids of the evaluation notebooks per dataset, in pixel units (images in [0, 1]), from 0 up to
+#: the radius where a standard-trained network of the tier has lost most of its accuracy: the ℓ∞
+#: grid ends at 0.2 on 8×8 digits, 0.3 on MNIST-size grey images, 8/255 on colour images; the ℓ2
+#: grids are several times larger (an ℓ∞ ball of radius ε reaches ℓ2 distance ε√n).
+EPS_GRIDS = {
+    "digits": {"inf": [0.0, 0.025, 0.05, 0.1, 0.15, 0.2], 2: [0.0, 0.25, 0.5, 1.0]},
+    "grey": {"inf": [0.0, 0.05, 0.1, 0.2, 0.3], 2: [0.0, 0.5, 1.0, 2.0, 3.0]},
+    "colour": {"inf": [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255], 2: [0.0, 0.125, 0.25, 0.5, 1.0]},
+}
+_GRID_OF = {"digits": "digits", "mnist": "grey", "fashion_mnist": "grey", "cifar10": "colour"}
+
+
+def eps_grid(dataset: str, norm, in_channels: int | None = None) -> list[float]:
+    """The ε grid (pixel units, starting at 0) for attacks on ``dataset`` under ℓ``norm`` ("inf" or 2).
+    Datasets outside the registry's named ones (``npz:``, ``folder:``) take the grey grid when
+    ``in_channels`` is 1 and the colour grid when it is 3."""
+    norm = "inf" if norm in ("inf", float("inf")) else norm
+    if norm not in ("inf", 2):
+        raise ValueError(f"norm must be 'inf' or 2, got {norm!r}")
+    family = _GRID_OF.get(dataset) or {1: "grey", 3: "colour"}.get(in_channels)
+    if family is None:
+        raise ValueError(f"no ε grid for dataset {dataset!r} with in_channels={in_channels!r}; named grids: "
+                         f"{', '.join(_GRID_OF)}; other datasets need in_channels 1 (grey) or 3 (colour)")
+    return list(EPS_GRIDS[family][norm])
