@@ -36,9 +36,9 @@ _ALLOWED = [
     r"`[^`]*`",                                     # inline code
     r"\$\$.*?\$\$", r"\$[^$]*\$",                   # display and inline maths
     r"^\s*#+\s*\d+(\.\d+)*\.?",                     # heading numbers
-    r"^\s*\d+\.\s",                                 # ordered-list markers
-    r"\bsections?\s+\d+(\s*(,|–|-|and|or)\s*\d+)*",  # section references
-    r"\bnotebooks?\s+\d{2}(\s*(,|–|-|and|or|to)\s*\d{2})*",  # notebook references
+    r"^\s*\**\d+\.\**\s",                            # ordered-list markers (also bold)
+    r"(?i:\bsections?)\s+\d+(\s*(,|–|-|and|or)\s*\d+)*",  # section references
+    r"(?i:\bnotebooks?)\s+\d{2}(\s*(,|–|-|and|or|to)\s*\d{2})*",  # notebook references
     r"\b\d{2}\s*[–-]\s*\d{2}\b(?=\))",              # "(00–09)"
     r"\b\d{2}_\w+",                                 # notebook file names
     r"\b\d{4}\.\d{4,5}\b",                          # arXiv ids
@@ -86,7 +86,7 @@ def test_typed_numbers_finds_results_and_allows_the_rest(text, typed):
     assert [number for number, _ in typed_numbers(text)] == typed
 
 
-_NOTEBOOK_REF = re.compile(r"\bnotebooks?\s+(\d{2}(?:\s*(?:,|–|-|and|or|to)\s*\d{2})*)")
+_NOTEBOOK_REF = re.compile(r"(?i:\bnotebooks?)\s+(\d{2}(?:\s*(?:,|–|-|and|or|to)\s*\d{2})*)")
 
 
 def referenced_notebooks(text: str) -> set[str]:
