@@ -462,15 +462,18 @@ def _norm_label(norm) -> str:
 
 def accuracy_vs_eps(records, title: str | None = None):
     """Robust accuracy against ε from ``rnas_lib.attacks.evaluate`` records (each optionally with an
-    "arch" key): one panel per norm, one colour per architecture, one line style per attack."""
+    "arch" key): one panel per norm, one colour per architecture, one line style per attack, and one
+    legend (colours, then styles) beside the panels, clear of the curves."""
+    from matplotlib.lines import Line2D
+
     records = list(records)
     if not records:
         raise ValueError("no records to plot")
     norms = list(dict.fromkeys(r["norm"] for r in records))
     archs = list(dict.fromkeys(r.get("arch", "") for r in records))
     attack_names = list(dict.fromkeys(r["attack"] for r in records))
-    styles = dict(zip(attack_names, ("-o", "--s", ":^", "-.d", "-x")))
-    fig, axes = plt.subplots(1, len(norms), figsize=(4.6 * len(norms), 3.4), squeeze=False)
+    styles = dict(zip(attack_names, ("-o", "--s", ":^", "-.d", "-x", ":v")))
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.4 * len(norms) + 2.4, 3.4), squeeze=False, layout="constrained")
     for ax, norm in zip(axes[0], norms):
         for i, arch in enumerate(archs):
             for attack in attack_names:
@@ -478,17 +481,17 @@ def accuracy_vs_eps(records, title: str | None = None):
                              if r["norm"] == norm and r.get("arch", "") == arch and r["attack"] == attack)
                 if pts:
                     e, a = zip(*pts)
-                    ax.plot(e, a, styles[attack], color=f"C{i % 10}", ms=4, lw=1.4,
-                            label=" ".join(s for s in (arch, attack) if s))
+                    ax.plot(e, a, styles[attack], color=f"C{i % 10}", ms=4, lw=1.4)
         ax.set_xlabel(f"ε ({_norm_label(norm)}, pixel units)")
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
         ax.set_title(f"accuracy under attack, {_norm_label(norm)}", fontsize=10)
+    handles = [Line2D([], [], color=f"C{i % 10}", lw=2, label=arch) for i, arch in enumerate(archs) if arch]
+    handles += [Line2D([], [], color="0.3", ls=styles[a][:-1], marker=styles[a][-1], ms=4, label=a) for a in attack_names]
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 

@@ -100,7 +100,7 @@ class AttackExplorer:
         if self._handle is not None:
             from IPython.display import Image
 
-            self._handle.update(Image(data=self.image.value))
+            self._handle.update(Image(data=bytes(self.image.value)))
 
 
 def attack_explorer(model, data: TensorData, **options):
@@ -119,5 +119,5 @@ def show_attack_explorer(model, data: TensorData, **options) -> AttackExplorer:
     bundle["text/plain"] = ("ε explorer: its controls need a live kernel; the figure below is the view at "
                             f"ε = {explorer.eps.value:.3f}, image {explorer.index.value}")
     display(bundle, raw=True)
-    explorer._handle = display(Image(data=explorer.image.value), display_id=True)
+    explorer._handle = display(Image(data=bytes(explorer.image.value)), display_id=True)
     return explorer
