@@ -505,8 +505,9 @@ def certified_radius_hist(radii: dict, norm="inf", bins: int = 20, ax=None):
         raise ValueError("no radii to plot")
     positive = np.concatenate([a[a > 0] for a in arrays.values()])
     if positive.size == 0:
-        ax.text(0.5, 0.5, "no image certified at any ε", ha="center", va="center", transform=ax.transAxes)
+        say_on_panel(ax, "every radius is 0: no image certified at any ε\n(misclassified, or below the search's resolution)")
         return ax
+    none = [name for name, a in arrays.items() if not np.any(a > 0)]
     lo, hi = float(positive.min()), float(positive.max())
     log = hi > 20 * lo
     edges = np.geomspace(lo, hi * 1.0001, bins + 1) if log else np.linspace(0, hi * 1.0001, bins + 1)
@@ -515,6 +516,9 @@ def certified_radius_hist(radii: dict, norm="inf", bins: int = 20, ax=None):
                 label=f"{name}: mean {a.mean():.3g}, {int((a == 0).sum())} at 0")
     if log:
         ax.set_xscale("log")
+    if none:
+        ax.text(0.98, 0.5, "no image certified:\n" + ", ".join(none), ha="right", va="center", fontsize=7,
+                transform=ax.transAxes, bbox=dict(boxstyle="round,pad=0.3", fc="#fff6d5", ec="0.6"))
     ax.set_xlabel(f"certified radius ({_norm_label(norm)}, pixel units)")
     ax.set_ylabel("images")
     ax.legend(fontsize=7)
