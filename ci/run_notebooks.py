@@ -9,6 +9,7 @@ import json
 import sys
 import time
 
+from rnas_lib.display import relative
 from rnas_lib.runs import notebooks, run_notebook
 
 
@@ -34,7 +35,7 @@ def main() -> int:
         t0 = time.perf_counter()
         try:
             out = run_notebook(nb, args.tier, parameters)
-            print(f"{nb.name:45s} {time.perf_counter() - t0:7.1f} s  -> {out}", flush=True)
+            print(f"{nb.name:45s} {time.perf_counter() - t0:7.1f} s  -> {relative(out)}", flush=True)
         except Exception as err:  # report every failing notebook, then fail
             failed.append(nb.name)
             print(f"{nb.name:45s} FAILED after {time.perf_counter() - t0:.1f} s: {type(err).__name__}: {err}",

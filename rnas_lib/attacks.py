@@ -39,10 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import TensorData
 from .devices import model_device
+from .display import progress as progress_bar
 
 NORMS = ("inf", 2)
 ATTACKS = ("fgsm", "pgd", "cw", "autoattack")
@@ -385,7 +385,7 @@ def evaluate(model: nn.Module, data: TensorData, attacks=("fgsm", "pgd"), eps_gr
     generator = torch.Generator().manual_seed(seed)
     jobs = [(s, e) for s in specs for e in (eps_grid if s["name"] != "cw" else [None])]
     chunks = range(0, n, batch_size)
-    bar = tqdm(total=len(jobs) * len(chunks), desc="attacks", disable=not progress)
+    bar = progress_bar(total=len(jobs) * len(chunks), desc="attacks", disable=not progress, unit="batch")
     records = []
     with eval_mode(model):
         clean = []

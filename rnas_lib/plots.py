@@ -9,7 +9,13 @@ matplotlib ``Axes`` (or ``Figure`` when it makes several panels); nothing here s
 - ``certified_radius_hist``, ``attack_vs_certificate``: certified radii; attack vs certificate and their gap.
 - ``bar_compare``: one bar panel per metric for a few architectures.
 - ``study_scatter``, ``metric_by_method``, ``study_accuracy_vs_eps``: a study's table over seeds (notebook 09).
+- ``confusion_matrix``: counts coloured by row fraction, readable on every cell.
+- ``say_on_panel``: a sentence on an axes whose quantity is zero or below resolution.
 - ``save_figure``: write a figure under ``runs/<tier>/figures/``.
+
+One style for every notebook (``STYLE``, applied on import): mathtext labels such as
+``$\\|J_k\\|_1$``, symmetric colour scales with a colour bar on perturbations δ, integer epoch
+ticks, a grid, and a sentence on any panel whose quantity is zero or below the resolution.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .genotypes import get_genotype
 from .ops import PRIMITIVES
@@ -25,6 +32,39 @@ from .runs import run_dir
 #: one colour per primitive, shared by every figure so that an op looks the same everywhere
 OP_COLORS = dict(zip(PRIMITIVES, ("tab:gray", "tab:orange", "tab:olive", "tab:red", "tab:purple", "tab:brown",
                                   "tab:pink", "tab:cyan")))
+
+
+#: rcParams of the workbook's figures
+STYLE = {"mathtext.fontset": "dejavusans", "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8,
+         "ytick.labelsize": 8, "legend.fontsize": 8, "figure.dpi": 100, "axes.grid": False, "grid.alpha": 0.3,
+         "image.interpolation": "nearest"}
+plt.rcParams.update(STYLE)
+
+
+def integer_epochs(ax):
+    """Integer ticks on the x axis (epochs)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return ax
+
+
+def say_on_panel(ax, text: str):
+    """Write ``text`` across ``ax`` (e.g. "every radius is 0: nothing certified"), so that a panel
+    whose quantity is zero or below the resolution says so instead of looking empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes,
+            bbox=dict(boxstyle="round,pad=0.4", fc="#fff6d5", ec="0.6"))
+    return ax
+
+
+def _delta_panel(ax, d, scale: float, title: str | None = None):
+    """δ on the symmetric colour scale [−scale, scale]; a zero δ is said in words."""
+    im = ax.imshow(d, cmap="RdBu_r", vmin=-scale, vmax=scale)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=6)
+    if not np.any(d):
+        say_on_panel(ax, "δ = 0")
+    return im
 
 
 def _axes(ax, figsize):
@@ -83,21 +123,31 @@ def draw_cell(genotype, reduction: bool = False, ax=None, title: str | None = No
     ax = _axes(ax, (1.3 * steps + 2.4, 3.8))
     pos = _cell_layout(steps)
 
+    placed = [q for q in pos.values()]  # label centres so far (nodes count as taken)
+
     def arrow(a, b, color, label=None, lw=1.6, ls="-"):
-        p0, p2 = pos[a], pos[b]
-        rad = _bend(p0, p2, [q for n, q in pos.items() if n not in (a, b)])
-        ax.annotate("", xy=p2, xytext=p0,
+        p0, p2 = np.asarray(pos[a]), np.asarray(pos[b])
+        rad = _bend(tuple(p0), tuple(p2), [q for n, q in pos.items() if n not in (a, b)])
+        ax.annotate("", xy=tuple(p2), xytext=tuple(p0),
                     arrowprops=dict(arrowstyle="-|>", color=color, lw=lw, ls=ls, shrinkA=14, shrinkB=14,
                                     connectionstyle=f"arc3,rad={rad}"))
         if label:
-            # arc3 is a quadratic Bézier with control point mid + rad·(dy, −dx) (equal aspect): its
-            # point at t = ½ lies halfway to the control point, its tangent there is parallel to p2 − p0
-            dx, dy = p2[0] - p0[0], p2[1] - p0[1]
-            mx, my = (p0[0] + p2[0]) / 2 + 0.5 * rad * dy, (p0[1] + p2[1]) / 2 - 0.5 * rad * dx
-            angle = math.degrees(math.atan2(dy, dx))
+            # arc3 is the quadratic Bézier B(t) with control point mid + rad·(dy, −dx) (equal aspect);
+            # the label sits at the t (tried from the middle outwards) farthest from labels and nodes
+            d = p2 - p0
+            ctrl = (p0 + p2) / 2 + rad * np.array([d[1], -d[0]])
+            def point(t):
+                return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t ** 2 * p2
+            candidates = (0.5, 0.4, 0.6, 0.32, 0.68)
+            clearance = [min(np.hypot(*(point(t) - np.asarray(q))) for q in placed) for t in candidates]
+            t = next((t for t, c in zip(candidates, clearance) if c > 0.75), candidates[int(np.argmax(clearance))])
+            m = point(t)
+            tangent = 2 * (1 - t) * (ctrl - p0) + 2 * t * (p2 - ctrl)
+            angle = math.degrees(math.atan2(tangent[1], tangent[0]))
             angle = angle - 180 if angle > 90 else angle + 180 if angle < -90 else angle
-            ax.text(mx, my, label, fontsize=7, ha="center", va="center", color=color, rotation=angle,
-                    rotation_mode="anchor", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+            placed.append(tuple(m))
+            ax.text(m[0], m[1], label, fontsize=7, ha="center", va="center", color=color, rotation=angle,
+                    rotation_mode="anchor", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.85))
 
     for n, (op, i) in enumerate(gene):
         arrow(int(i), n // 2 + 2, OP_COLORS.get(op, "black"), op)
@@ -139,6 +189,9 @@ def alpha_heatmap(weights, ax=None, title: str | None = None, colorbar: bool = T
     steps = _steps_of(w.shape[0])
     ax = _axes(ax, (5, 0.32 * w.shape[0] + 1.5))
     im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0)
+    spread = float(w.max() - w.min())
+    if spread < 0.01:
+        say_on_panel(ax, f"all weights within {spread:.1e} of each other:\nsoftmax(α) ≈ 1/{w.shape[1]} on every edge")
     if labels:
         ax.set_xticks(range(len(PRIMITIVES)), PRIMITIVES, rotation=90, fontsize=7)
         ax.set_yticks(range(w.shape[0]), edge_names(steps), fontsize=7)
@@ -200,6 +253,7 @@ def op_mass(history, cell: str = "normal", ax=None):
         ax.plot(epochs, series[:, :, o].mean(axis=1), marker="o", ms=3, color=OP_COLORS[name], label=name)
     ax.axhline(1 / len(PRIMITIVES), color="0.7", ls=":", lw=1)
     ax.set_xlabel("epoch")
+    integer_epochs(ax)
     ax.set_ylabel("mean softmax(α) over edges")
     ax.set_title(f"{cell} cell: op mass", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
@@ -227,6 +281,7 @@ def learning_curves(history, title: str | None = None):
     for ax in (ax_l, ax_a):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+        integer_epochs(ax)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -265,11 +320,12 @@ def image_grid(x, titles=None, ncols: int = 8, scale: float = 1.1):
 def perturbation_grid(x, rows: dict, eps, titles: dict | None = None):
     """Images under perturbations: column 0 is the clean image ``x`` (C, H, W) in [0, 1]; each row
     ``name → [x_1, …]`` shows the perturbed images x_k = clip(x + δ_k) at ``eps[k]``, and under them
-    (second row of the pair) δ_k itself on a symmetric colour scale. ``titles`` (name → one string
-    per ε, e.g. the predictions) replaces the default 'ε = …' titles of that row. Returns the Figure."""
+    (second row of the pair) δ_k itself (the channel mean) on one symmetric colour scale per row,
+    with its colour bar, so that the panels of a row compare. ``titles`` (name → one string per ε,
+    e.g. the predictions) replaces the default 'ε = …' titles of that row. Returns the Figure."""
     eps = list(eps)
-    fig, axes = plt.subplots(2 * len(rows), len(eps) + 1, figsize=(1.45 * (len(eps) + 1), 2.9 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(2 * len(rows), len(eps) + 1, figsize=(1.5 * (len(eps) + 1) + 0.6, 2.9 * len(rows)),
+                             squeeze=False, layout="constrained")
     for r, (name, images) in enumerate(rows.items()):
         if len(images) != len(eps):
             raise ValueError(f"row {name!r} has {len(images)} images for {len(eps)} ε values")
@@ -278,17 +334,15 @@ def perturbation_grid(x, rows: dict, eps, titles: dict | None = None):
         bottom[0].axis("off")
         bottom[0].text(0.5, 0.5, f"{name}\n\nδ = x' − x", ha="center", va="center", fontsize=8,
                        transform=bottom[0].transAxes)
-        for k, (e, xp) in enumerate(zip(eps, images)):
+        deltas = [np.asarray((xp - x).detach().cpu() if hasattr(xp, "detach") else xp - x, dtype=float).mean(axis=0)
+                  for xp in images]
+        scale = max(max(float(np.abs(d).max()) for d in deltas), 1e-8)
+        for k, (e, xp, d) in enumerate(zip(eps, images, deltas)):
             title = titles[name][k] if titles and name in titles else f"ε = {e:.3g}"
             _image(top[k + 1], xp, title)
-            d = np.asarray((xp - x).detach().cpu() if hasattr(xp, "detach") else xp - x, dtype=float)
-            d = d.mean(axis=0)
-            m = max(float(np.abs(d).max()), 1e-8)
-            bottom[k + 1].imshow(d, cmap="RdBu_r", vmin=-m, vmax=m)
-            bottom[k + 1].set_xticks([])
-            bottom[k + 1].set_yticks([])
-            bottom[k + 1].set_title(f"max|δ| {np.abs(d).max():.2f}, ‖δ‖₂ {np.sqrt((d ** 2).sum()):.2f}", fontsize=6)
-    fig.tight_layout()
+            im = _delta_panel(bottom[k + 1], d, scale,
+                              f"max|δ| {np.abs(d).max():.2f}, ‖δ‖₂ {np.sqrt((d ** 2).sum()):.2f}")
+        fig.colorbar(im, ax=list(bottom[1:]), fraction=0.025, pad=0.02, label="δ (pixels)")
     return fig
 
 
@@ -340,6 +394,28 @@ def bar_compare(table: dict, metrics=None, title: str | None = None):
     return fig
 
 
+def confusion_matrix(confusion, ax=None, title: str = "confusion matrix (test)", class_names=None):
+    """``confusion[i, j]`` = images of true class i predicted as j, coloured by the fraction of row i
+    (so every class reads on the same scale), each non-zero count written in white on dark cells and
+    black on light ones. Returns the Axes."""
+    c = np.asarray(confusion.cpu() if hasattr(confusion, "cpu") else confusion, dtype=float)
+    k = c.shape[0]
+    ax = _axes(ax, (0.42 * k + 1.6, 0.42 * k + 1.2))
+    frac = c / np.maximum(c.sum(1, keepdims=True), 1)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if c[i, j]:
+                ax.text(j, i, int(c[i, j]), ha="center", va="center", fontsize=8 if k <= 12 else 6,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    ax.set_xticks(range(k), names, fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    return ax
+
+
 def save_figure(fig, tier: str, name: str):
     """Save ``fig`` as ``runs/<tier>/figures/<name>.png``; returns the path."""
     path = run_dir(tier, "figures") / f"{name}.png"
@@ -360,15 +436,14 @@ def adversarial_example(model, x, y: int, x_adv, title: str | None = None, class
         model.train(was)
     k = p.shape[1]
     label = (lambda c: names[c]) if names else str
-    fig, axes = plt.subplots(1, 4, figsize=(9.5, 2.4), gridspec_kw={"width_ratios": [1, 1, 1, 2.2]})
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.4), gridspec_kw={"width_ratios": [1, 1, 1, 2.2]},
+                             layout="constrained")
     _image(axes[0], x, f"clean: {label(int(p[0].argmax()))} ({p[0].max():.2f})")
     _image(axes[1], x_adv, f"attacked: {label(int(p[1].argmax()))} ({p[1].max():.2f})")
     d = np.asarray((x_adv - x).detach().cpu(), dtype=float).mean(axis=0)
-    m = max(float(np.abs(d).max()), 1e-8)
-    axes[2].imshow(d, cmap="RdBu_r", vmin=-m, vmax=m)
-    axes[2].set_xticks([])
-    axes[2].set_yticks([])
+    im = _delta_panel(axes[2], d, max(float(np.abs(d).max()), 1e-8))
     axes[2].set_title(f"δ: max|δ| {np.abs(d).max():.3f}, ‖δ‖₂ {np.sqrt((d ** 2).sum()):.3f}", fontsize=8)
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
     idx = np.arange(k)
     axes[3].bar(idx - 0.2, p[0], 0.4, label="clean", color="C0")
     axes[3].bar(idx + 0.2, p[1], 0.4, label="attacked", color="C3")
@@ -379,7 +454,6 @@ def adversarial_example(model, x, y: int, x_adv, title: str | None = None, class
     axes[3].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -389,15 +463,18 @@ def _norm_label(norm) -> str:
 
 def accuracy_vs_eps(records, title: str | None = None):
     """Robust accuracy against ε from ``rnas_lib.attacks.evaluate`` records (each optionally with an
-    "arch" key): one panel per norm, one colour per architecture, one line style per attack."""
+    "arch" key): one panel per norm, one colour per architecture, one line style per attack, and one
+    legend (colours, then styles) beside the panels, clear of the curves."""
+    from matplotlib.lines import Line2D
+
     records = list(records)
     if not records:
         raise ValueError("no records to plot")
     norms = list(dict.fromkeys(r["norm"] for r in records))
     archs = list(dict.fromkeys(r.get("arch", "") for r in records))
     attack_names = list(dict.fromkeys(r["attack"] for r in records))
-    styles = dict(zip(attack_names, ("-o", "--s", ":^", "-.d", "-x")))
-    fig, axes = plt.subplots(1, len(norms), figsize=(4.6 * len(norms), 3.4), squeeze=False)
+    styles = dict(zip(attack_names, ("-o", "--s", ":^", "-.d", "-x", ":v")))
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.4 * len(norms) + 2.4, 3.4), squeeze=False, layout="constrained")
     for ax, norm in zip(axes[0], norms):
         for i, arch in enumerate(archs):
             for attack in attack_names:
@@ -405,17 +482,17 @@ def accuracy_vs_eps(records, title: str | None = None):
                              if r["norm"] == norm and r.get("arch", "") == arch and r["attack"] == attack)
                 if pts:
                     e, a = zip(*pts)
-                    ax.plot(e, a, styles[attack], color=f"C{i % 10}", ms=4, lw=1.4,
-                            label=" ".join(s for s in (arch, attack) if s))
+                    ax.plot(e, a, styles[attack], color=f"C{i % 10}", ms=4, lw=1.4)
         ax.set_xlabel(f"ε ({_norm_label(norm)}, pixel units)")
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
         ax.set_title(f"accuracy under attack, {_norm_label(norm)}", fontsize=10)
+    handles = [Line2D([], [], color=f"C{i % 10}", lw=2, label=arch) for i, arch in enumerate(archs) if arch]
+    handles += [Line2D([], [], color="0.3", ls=styles[a][:-1], marker=styles[a][-1], ms=4, label=a) for a in attack_names]
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -429,8 +506,9 @@ def certified_radius_hist(radii: dict, norm="inf", bins: int = 20, ax=None):
         raise ValueError("no radii to plot")
     positive = np.concatenate([a[a > 0] for a in arrays.values()])
     if positive.size == 0:
-        ax.text(0.5, 0.5, "no image certified at any ε", ha="center", va="center", transform=ax.transAxes)
+        say_on_panel(ax, "every radius is 0: no image certified at any ε\n(misclassified, or below the search's resolution)")
         return ax
+    none = [name for name, a in arrays.items() if not np.any(a > 0)]
     lo, hi = float(positive.min()), float(positive.max())
     log = hi > 20 * lo
     edges = np.geomspace(lo, hi * 1.0001, bins + 1) if log else np.linspace(0, hi * 1.0001, bins + 1)
@@ -439,6 +517,9 @@ def certified_radius_hist(radii: dict, norm="inf", bins: int = 20, ax=None):
                 label=f"{name}: mean {a.mean():.3g}, {int((a == 0).sum())} at 0")
     if log:
         ax.set_xscale("log")
+    if none:
+        ax.text(0.98, 0.5, "no image certified:\n" + ", ".join(none), ha="right", va="center", fontsize=7,
+                transform=ax.transAxes, bbox=dict(boxstyle="round,pad=0.3", fc="#fff6d5", ec="0.6"))
     ax.set_xlabel(f"certified radius ({_norm_label(norm)}, pixel units)")
     ax.set_ylabel("images")
     ax.legend(fontsize=7)

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import robustness
 from .data import TensorData, batches, dataset_info, load_dataset, search_split
 from .devices import model_device, resolve_device
+from .display import progress as progress_bar
 from .genotypes import Genotype, random_genotype, save_genotype, to_dict
 from .runs import (keyed_run_dir, load_checkpoint, mark_complete,
                    require_complete, save_checkpoint, save_json, start_run)
@@ -251,8 +251,8 @@ def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, c
     if resume and ckpt_path is not None and ckpt_path.exists():
         start, history = _restore(ckpt_path, model, searcher, generator, config)
     device = model_device(model)
-    epochs = tqdm(range(start, config.epochs), desc=f"search {config.method}", disable=not progress,
-                  initial=start, total=config.epochs)
+    epochs = progress_bar(range(start, config.epochs), desc=f"search {config.method}", disable=not progress,
+                          initial=start, total=config.epochs, unit="epoch")
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = cosine_lr(epoch, config.epochs, config.lr_w, config.lr_w_min)

@@ -10,7 +10,7 @@
 and tutorial tiers, ``"darts"`` (DARTS' CIFAR recipe: crop/flip, cutout, auxiliary head, drop-path,
 …) at the paper tier.
 
-``THREATS`` holds each tier's attack radii in one place (``threat_model``): the accuracy-vs-ε grids
+``eps_grid`` holds the attack ε grids per dataset in one place; ``threat_model`` gives a tier's grids
 and the one ε per norm at which a study's table reports FGSM, PGD, C&W and AutoAttack accuracy.
 """
 from __future__ import annotations
@@ -60,6 +60,32 @@ def get_tier(name: str, **overrides) -> Tier:
     return replace(TIERS[name], **overrides)
 
 
+#: ε grids of the evaluation notebooks per dataset, in pixel units (images in [0, 1]), from 0 up to
+#: the radius where a standard-trained network of the tier has lost most of its accuracy: the ℓ∞
+#: grid ends at 0.2 on 8×8 digits, 0.3 on MNIST-size grey images, 8/255 on colour images; the ℓ2
+#: grids are several times larger (an ℓ∞ ball of radius ε reaches ℓ2 distance ε√n).
+EPS_GRIDS = {
+    "digits": {"inf": [0.0, 0.025, 0.05, 0.1, 0.15, 0.2], 2: [0.0, 0.25, 0.5, 1.0]},
+    "grey": {"inf": [0.0, 0.05, 0.1, 0.2, 0.3], 2: [0.0, 0.5, 1.0, 2.0, 3.0]},
+    "colour": {"inf": [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255], 2: [0.0, 0.125, 0.25, 0.5, 1.0]},
+}
+_GRID_OF = {"digits": "digits", "mnist": "grey", "fashion_mnist": "grey", "cifar10": "colour"}
+
+
+def eps_grid(dataset: str, norm, in_channels: int | None = None) -> list[float]:
+    """The ε grid (pixel units, starting at 0) for attacks on ``dataset`` under ℓ``norm`` ("inf" or 2).
+    Datasets outside the registry's named ones (``npz:``, ``folder:``) take the grey grid when
+    ``in_channels`` is 1 and the colour grid when it is 3."""
+    norm = "inf" if norm in ("inf", float("inf")) else norm
+    if norm not in ("inf", 2):
+        raise ValueError(f"norm must be 'inf' or 2, got {norm!r}")
+    family = _GRID_OF.get(dataset) or {1: "grey", 3: "colour"}.get(in_channels)
+    if family is None:
+        raise ValueError(f"no ε grid for dataset {dataset!r} with in_channels={in_channels!r}; named grids: "
+                         f"{', '.join(_GRID_OF)}; other datasets need in_channels 1 (grey) or 3 (colour)")
+    return list(EPS_GRIDS[family][norm])
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """Attack radii of a tier, in pixel units (images in [0, 1]).
@@ -79,18 +105,13 @@ class ThreatModel:
         return asdict(self)
 
 
-THREATS = {
-    # digits 8×8: an ℓ∞ ball of radius ε reaches ℓ2 distance 8ε
-    "smoke": ThreatModel((0.0, 0.025, 0.05, 0.1, 0.15, 0.2), (0.0, 0.25, 0.5, 1.0), linf=0.1, l2=0.5),
-    # MNIST 28×28: the usual ε grid of MNIST robustness papers up to 0.3
-    "tutorial": ThreatModel((0.0, 0.05, 0.1, 0.2, 0.3), (0.0, 0.5, 1.0, 1.5, 2.0), linf=0.1, l2=1.0),
-    # CIFAR-10: ε in multiples of 1/255
-    "paper": ThreatModel((0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), (0.0, 0.1, 0.25, 0.5), linf=2 / 255, l2=0.25),
-}
+#: (ℓ∞, ℓ2) radius of a study table's columns per tier; the grids are ``eps_grid`` of its dataset
+TABLE_EPS = {"smoke": (0.1, 0.5), "tutorial": (0.1, 1.0), "paper": (2 / 255, 0.25)}
 
 
 def threat_model(name: str) -> ThreatModel:
-    """The attack radii of tier ``name``."""
-    if name not in THREATS:
-        raise ValueError(f"unknown tier {name!r}; allowed: {', '.join(THREATS)}")
-    return THREATS[name]
+    """The attack radii of tier ``name``: its dataset's ``eps_grid`` and the table's ε."""
+    if name not in TABLE_EPS:
+        raise ValueError(f"unknown tier {name!r}; allowed: {', '.join(TABLE_EPS)}")
+    dataset = TIERS[name].dataset
+    return ThreatModel(tuple(eps_grid(dataset, "inf")), tuple(eps_grid(dataset, 2)), *TABLE_EPS[name])

@@ -26,16 +26,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .attacks import check_norm, pgd
 from .augment import augment
 from .data import TensorData, batches, dataset_info, load_dataset
 from .devices import model_device, resolve_device
+from .display import progress as progress_bar
 from .genotypes import PUBLISHED, from_dict, get_genotype, to_dict
 from .network import Network
-from .runs import (is_complete, keyed_run_dir, load_checkpoint, mark_complete, require_complete, save_checkpoint,
-                   save_json, start_run)
+from .runs import (is_complete, keyed_run_dir, load_checkpoint, load_json, mark_complete, require_complete, run_dir,
+                   save_checkpoint, save_json, start_run)
 from .search import (TIER_FIELDS, cosine_lr, evaluate, finished_genotype, methods, rng_states, run_search,
                      search_run_dir, set_rng_states)
 from .tiers import Tier, get_tier
@@ -191,7 +191,8 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
         opt.load_state_dict(state["opt"])
         set_rng_states(state["rng"], generator)
         history, start = list(state["history"]), len(state["history"])
-    epochs = tqdm(range(start, config.epochs), desc="train", disable=not progress, initial=start, total=config.epochs)
+    epochs = progress_bar(range(start, config.epochs), desc="train", disable=not progress, initial=start,
+                          total=config.epochs, unit="epoch")
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = cosine_lr(epoch, config.epochs, config.lr, config.lr_min)
@@ -317,3 +318,44 @@ def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None,
                          f"a genotype .json path, or a search method ({', '.join(methods())})")
     return run_training(genotype, tier, seed, name=name, data_root=data_root, progress=progress, device=device,
                         **overrides)
+
+
+# ----------------------------------------------------------------------------- the 06 → 07/08 chain
+def retrain_record_path(tier: str, name: str, seed: int) -> Path:
+    """``runs/<tier>/retrain/<name>_seed<seed>.json``: which run notebook 06 trained under ``name``."""
+    return run_dir(tier, "retrain") / f"{name}_seed{seed}.json"
+
+
+def save_retrain_record(result: TrainResult, arch: str, tier: str, seed: int, name: str | None = None,
+                        overrides: dict | None = None) -> Path:
+    """Record that ``result`` is the training of ``arch`` (what ``trained_model`` accepts: a search
+    method, a published genotype or a genotype .json path) at ``tier`` and ``seed`` with the
+    ``overrides`` (TrainConfig and tier fields) it was trained with, so that ``retrained_model``
+    finds the same run."""
+    if result.out_dir is None or not is_complete(result.out_dir):
+        raise ValueError("only a finished training run in a run folder can be recorded; train it with run_training")
+    name = name or str(arch)
+    return save_json({"arch": str(arch), "name": name, "seed": seed, "overrides": dict(overrides or {}),
+                      "run": result.out_dir.name, "test_acc": result.test_acc}, retrain_record_path(tier, name, seed))
+
+
+def retrained_names(tier: str, seed: int) -> list[str]:
+    """The names notebook 06 has recorded at ``tier`` for ``seed``, oldest first."""
+    paths = sorted(run_dir(tier, "retrain").glob(f"*_seed{seed}.json"), key=lambda p: p.stat().st_mtime)
+    return [load_json(p)["name"] for p in paths]
+
+
+def retrained_model(name: str, tier: str = "smoke", seed: int = 0, data_root=None, progress: bool = True,
+                    device=None) -> tuple[TrainResult, dict | None]:
+    """(the trained network of ``name``, 06's record or None): the run notebook 06 recorded under
+    ``name`` (same genotype source and settings, so the finished run is loaded, not retrained), or,
+    without a record, ``trained_model(name)`` at the tier's defaults."""
+    path = retrain_record_path(tier, name, seed)
+    if not path.exists():
+        return trained_model(name, tier, seed, data_root, progress, device), None
+    record = load_json(path)
+    result = trained_model(record["arch"], tier, seed, data_root, progress, device, **record["overrides"])
+    if result.out_dir.name != record["run"]:
+        raise ValueError(f"{path} names the run {record['run']}, but its settings now give {result.out_dir.name}: "
+                         "re-run notebook 06 (or delete the record to use the tier's defaults)")
+    return result, record

@@ -4,6 +4,8 @@ render); nothing here waits for input.
 
 - ``AttackExplorer``: an ε slider (and image, norm and attack pickers) that shows the clean
   image, the adversarial image, the perturbation δ and the model's class probabilities on both.
+- ``show_attack_explorer``: display it so that a static render (no front end) still shows the
+  current view as a figure, with one line instead of the widget's object dump.
 """
 from __future__ import annotations
 
@@ -48,7 +50,9 @@ class AttackExplorer:
         self.norm.observe(self._rescale, names="value")
         for control in (self.eps, self.index, self.attack):
             control.observe(lambda _: self.draw(), names="value")
-        self.widget = w.VBox([w.HBox([self.eps, self.index]), w.HBox([self.norm, self.attack]), self.image])
+        self.controls = w.VBox([w.HBox([self.eps, self.index]), w.HBox([self.norm, self.attack])])
+        self.widget = w.VBox([self.controls, self.image])
+        self._handle = None  # a notebook display slot showing the current view as a PNG (show_attack_explorer)
         self.draw()
 
     def _rescale(self, _=None):
@@ -93,8 +97,27 @@ class AttackExplorer:
         fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
         plt.close(fig)
         self.image.value = buffer.getvalue()
+        if self._handle is not None:
+            from IPython.display import Image
+
+            self._handle.update(Image(data=bytes(self.image.value)))
 
 
 def attack_explorer(model, data: TensorData, **options):
     """Build an ``AttackExplorer`` and return its widget (display it in the notebook)."""
     return AttackExplorer(model, data, **options).widget
+
+
+def show_attack_explorer(model, data: TensorData, **options) -> AttackExplorer:
+    """Display an ``AttackExplorer`` in a notebook: its controls (a live front end draws them; a static
+    render shows one line saying so instead of the widget's object dump) and, below them, its current
+    view as a PNG figure in a display slot that every change of the controls updates. Returns the explorer."""
+    from IPython.display import Image, display
+
+    explorer = AttackExplorer(model, data, **options)
+    bundle = explorer.controls._repr_mimebundle_()
+    bundle["text/plain"] = ("ε explorer: its controls need a live kernel; the figure below is the view at "
+                            f"ε = {explorer.eps.value:.3f}, image {explorer.index.value}")
+    display(bundle, raw=True)
+    explorer._handle = display(Image(data=bytes(explorer.image.value)), display_id=True)
+    return explorer

@@ -1,0 +1,216 @@
+"""Checks for the exercises at the end of the notebooks: each ``check_*`` takes the student's answer
+(a function or a number), compares it with an independent computation on fresh inputs, prints one
+line that says whether the answer is right (and, if not, on which input it fails) and returns
+True/False. An answer still ``None`` is "not answered yet", never an error, so that a notebook runs
+from top to bottom before any exercise is done. The solutions are in ``solutions/`` (one file per
+notebook); ``tests/test_exercises.py`` runs them through these checks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _report(name: str, ok: bool, why: str = "") -> bool:
+    print(f"{'✓' if ok else '✗'} {name}: " + ("right" if ok else f"not yet — {why}"))
+    return ok
+
+
+def _unanswered(name: str, answer) -> bool:
+    if answer is None:
+        print(f"· {name}: not answered yet")
+        return True
+    return False
+
+
+def _close(a, b, tol=1e-6) -> bool:
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=tol, atol=tol))
+
+
+# ----------------------------------------------------------------------------- 00
+def check_edge_count(edges) -> bool | None:
+    """00: ``edges(steps)`` = the number of edges of a DARTS search cell with ``steps`` intermediate nodes."""
+    from .genotypes import num_edges
+
+    if _unanswered("edge count", edges):
+        return None
+    for steps in range(1, 8):
+        got = edges(steps)
+        if got != num_edges(steps):
+            return _report("edge count", False, f"edges({steps}) = {got}, but node j has 2 + j inputs")
+    return _report("edge count", True)
+
+
+def check_alpha_loss(alpha_loss) -> bool | None:
+    """00: ``alpha_loss(ce, r, gamma)``, the architecture loss DSRNA minimises (R is maximised)."""
+    if _unanswered("architecture loss", alpha_loss):
+        return None
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        ce, r, gamma = torch.rand(3, generator=gen).tolist()
+        if not math.isclose(alpha_loss(ce, r, gamma), ce - gamma * r, rel_tol=1e-9):
+            return _report("architecture loss", False, f"alpha_loss({ce:.3f}, {r:.3f}, {gamma:.3f}) — larger R must "
+                           "lower the loss")
+    return _report("architecture loss", True)
+
+
+# ----------------------------------------------------------------------------- 01
+def check_project_linf(project) -> bool | None:
+    """01: ``project(x_adv, x, eps)`` = the closest point to ``x_adv`` in B_∞(x, ε) ∩ [0, 1]ⁿ."""
+    if _unanswered("ℓ∞ projection", project):
+        return None
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 1, 8, 8, generator=gen)
+    x_adv = x + 0.6 * (torch.rand(x.shape, generator=gen) - 0.5) * 2
+    for eps in (0.05, 0.2):
+        expected = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0, 1)
+        got = project(x_adv.clone(), x.clone(), eps)
+        if not _close(got, expected):
+            return _report("ℓ∞ projection", False, f"at ε = {eps}: clamp δ to [−ε, ε] per pixel, then clip to [0, 1]")
+    return _report("ℓ∞ projection", True)
+
+
+def check_matched_radius(radius) -> bool | None:
+    """01: ``radius(n, eps)`` = the ℓ2 radius whose n-ball has the volume (2ε)ⁿ of the ℓ∞ ball."""
+    if _unanswered("volume-matched radius", radius):
+        return None
+    for n in (1, 2, 3, 10, 64, 784):
+        for eps in (0.1, 1.0):
+            # log-volumes: n·log(2ε) against (n/2)·log π + n·log r − lgamma(n/2 + 1)
+            r = radius(n, eps)
+            if not (r > 0 and math.isclose(n / 2 * math.log(math.pi) + n * math.log(r) - math.lgamma(n / 2 + 1),
+                                           n * math.log(2 * eps), rel_tol=1e-9, abs_tol=1e-9)):
+                return _report("volume-matched radius", False, f"radius({n}, {eps}) = {r} gives another volume")
+    return _report("volume-matched radius", True)
+
+
+# ----------------------------------------------------------------------------- 02
+def check_sep_conv_params(params) -> bool | None:
+    """02: ``params(k, C)`` = parameters of ``sep_conv_kxk`` with C channels (stride 1, affine BN)."""
+    from .ops import make_op
+
+    if _unanswered("sep_conv parameters", params):
+        return None
+    for k in (3, 5):
+        for C in (1, 4, 16):
+            count = sum(p.numel() for p in make_op(f"sep_conv_{k}x{k}", C, 1).parameters())
+            if params(k, C) != count:
+                return _report("sep_conv parameters", False, f"params({k}, {C}) = {params(k, C)}, counted {count}")
+    return _report("sep_conv parameters", True)
+
+
+def check_mixed_op(mixed) -> bool | None:
+    """02: ``mixed(outputs, alpha)`` = Σ_o softmax(α)_o · outputs[o], outputs (8, B, C, H, W), α (8,)."""
+    if _unanswered("mixed op", mixed):
+        return None
+    gen = torch.Generator().manual_seed(2)
+    outputs = torch.randn(8, 2, 3, 4, 4, generator=gen)
+    for alpha in (torch.zeros(8), torch.randn(8, generator=gen) * 3):
+        expected = (torch.softmax(alpha, 0).view(8, 1, 1, 1, 1) * outputs).sum(0)
+        if not _close(mixed(outputs, alpha), expected, 1e-5):
+            return _report("mixed op", False, "weight each op's output by softmax(α) and sum over the ops")
+    return _report("mixed op", True)
+
+
+# ----------------------------------------------------------------------------- 04
+def check_first_order_change(change) -> bool | None:
+    """04: ``change(row, eps, norm)`` = sup_{‖δ‖_p ≤ ε} |row·δ| for one Jacobian row (a 1-D tensor)."""
+    if _unanswered("first-order change", change):
+        return None
+    gen = torch.Generator().manual_seed(4)
+    row = torch.randn(64, generator=gen, dtype=torch.float64)
+    for norm, expected in (("inf", 0.1 * row.abs().sum()), (2, 0.1 * row.norm())):
+        got = change(row, 0.1, norm)
+        if not _close(got, expected):
+            return _report("first-order change", False, f"ℓ{norm} threat: use the dual norm of the row")
+    return _report("first-order change", True)
+
+
+def check_worst_direction(direction) -> bool | None:
+    """04: ``direction(row, eps, norm)`` = a δ with ‖δ‖_p ≤ ε that attains row·δ = ε‖row‖_q."""
+    if _unanswered("worst-case δ", direction):
+        return None
+    gen = torch.Generator().manual_seed(5)
+    row = torch.randn(64, generator=gen, dtype=torch.float64)
+    for norm, p, q in (("inf", math.inf, 1), (2, 2, 2)):
+        delta = torch.as_tensor(direction(row, 0.1, norm), dtype=torch.float64)
+        if delta.shape != row.shape or float(delta.norm(p=p)) > 0.1 * (1 + 1e-9):
+            return _report("worst-case δ", False, f"ℓ{norm}: δ must have the row's shape and ‖δ‖ ≤ ε")
+        if not math.isclose(float(row @ delta), 0.1 * float(row.norm(p=q)), rel_tol=1e-9):
+            return _report("worst-case δ", False, f"ℓ{norm}: row·δ = {float(row @ delta):.4g}, Hölder allows "
+                           f"{0.1 * float(row.norm(p=q)):.4g}")
+    return _report("worst-case δ", True)
+
+
+# ----------------------------------------------------------------------------- 06
+def check_cosine_lr(lr) -> bool | None:
+    """06: ``lr(epoch, epochs, lr_max, lr_min)`` = the cosine schedule of the notebook."""
+    from .search import cosine_lr
+
+    if _unanswered("cosine schedule", lr):
+        return None
+    for epochs in (1, 5, 50):
+        for epoch in range(epochs):
+            if not math.isclose(lr(epoch, epochs, 0.05, 0.001), cosine_lr(epoch, epochs, 0.05, 0.001), rel_tol=1e-9):
+                return _report("cosine schedule", False, f"epoch {epoch} of {epochs}")
+    return _report("cosine schedule", True)
+
+
+def check_drop_path(drop) -> bool | None:
+    """06: ``drop(h, p, generator)`` = drop-path on a batch of op outputs h (B, C, H, W): every sample
+    zeroed with probability p, the survivors scaled by 1/(1 − p)."""
+    if _unanswered("drop-path", drop):
+        return None
+    h = torch.ones(20000, 1, 2, 2)
+    out = drop(h, 0.3, torch.Generator().manual_seed(6))
+    per_sample = out.flatten(1)
+    same = (per_sample == per_sample[:, :1]).all()
+    first = per_sample[:, 0].double()
+    two_values = bool(((first == 0) | ((first - 1 / 0.7).abs() < 1e-5)).all())
+    kept = (first != 0).double().mean().item()
+    ok = bool(same) and two_values and abs(kept - 0.7) < 0.02 and abs(out.mean().item() - 1) < 0.03
+    return _report("drop-path", ok, "zero whole samples with probability p and scale the rest by 1/(1 − p), "
+                   "so that the mean is unchanged")
+
+
+# ----------------------------------------------------------------------------- 07
+def check_momentum_pgd(attack) -> bool | None:
+    """07: ``attack(model, x, y, eps, steps, step_size, mu)`` = ℓ∞ PGD with momentum (MI-FGSM, no
+    random start): g ← μ·g + ∇L/‖∇L‖₁, x ← Π(x + α·sign(g)). With μ = 0 it is plain PGD."""
+    from .attacks import pgd
+
+    if _unanswered("momentum PGD", attack):
+        return None
+    torch.manual_seed(7)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    model.eval()
+    x = torch.rand(8, 1, 8, 8)
+    y = torch.randint(0, 10, (8,))
+    plain = pgd(model, x, y, 0.1, "inf", steps=5, step_size=0.03, random_start=False)
+    if not _close(attack(model, x, y, 0.1, 5, 0.03, 0.0), plain, 1e-5):
+        return _report("momentum PGD", False, "with μ = 0 it must equal rnas_lib.attacks.pgd without random start")
+    x_adv = attack(model, x, y, 0.1, 5, 0.03, 0.9)
+    if (x_adv - x).abs().max() > 0.1 + 1e-6 or x_adv.min() < 0 or x_adv.max() > 1:
+        return _report("momentum PGD", False, "with μ = 0.9 the example leaves the ε-ball or [0, 1]")
+    if F.cross_entropy(model(x_adv), y) <= F.cross_entropy(model(x), y):
+        return _report("momentum PGD", False, "with μ = 0.9 the loss did not increase")
+    return _report("momentum PGD", True)
+
+
+def check_minimum_norm_accuracy(accuracy) -> bool | None:
+    """07: ``accuracy(clean_ok, still_ok, dist, eps)`` = robust accuracy at ε from a minimum-norm
+    attack (C&W): correct clean, and the attack failed or needed a perturbation larger than ε."""
+    if _unanswered("minimum-norm accuracy", accuracy):
+        return None
+    gen = torch.Generator().manual_seed(8)
+    clean_ok = torch.rand(50, generator=gen) < 0.9
+    still_ok = torch.rand(50, generator=gen) < 0.2
+    dist = torch.rand(50, generator=gen) * 2
+    for eps in (0.0, 0.5, 1.0, 3.0):
+        expected = (clean_ok & (still_ok | (dist > eps))).double().mean().item()
+        if not math.isclose(float(accuracy(clean_ok, still_ok, dist, eps)), expected, abs_tol=1e-9):
+            return _report("minimum-norm accuracy", False, f"at ε = {eps}")
+    return _report("minimum-norm accuracy", True)
