@@ -29,7 +29,7 @@ from rnas_lib.runs import notebooks
 
 NOTEBOOKS = {p.stem[:2]: p for p in notebooks()}
 #: notebooks whose markdown is checked for typed-in numbers (03, 05 and 08 join when rewritten)
-CHECKED = sorted({"00", "01", "02", "04", "06", "07", "09"} & set(NOTEBOOKS))
+CHECKED = sorted({"00", "01", "02", "04", "06", "07", "08", "09"} & set(NOTEBOOKS))
 
 _ALLOWED = [
     r"```.*?```",                                   # fenced code
