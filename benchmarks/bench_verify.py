@@ -12,7 +12,7 @@
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--methods crown-ibp crown]
-                                         [--tutorial] [--skip-smoke]
+                                         [--norms inf 2] [--tutorial] [--skip-smoke]
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
-def smoke(n, methods):
+def smoke(n, methods, norms):
     model = trained_model("DARTS_V2", "smoke", progress=False).model.eval()
     test = load_dataset("digits", False).subset(slice(0, n))
     print(f"smoke: DARTS_V2 (C=8, 3 cells) on {len(test)} digits test images (8×8×1)")
-    for norm in ("inf", 2):
+    for norm in norms:
         name = "ℓ∞" if norm == "inf" else "ℓ2"
         t = time.perf_counter()
         pgd_r = attack_radius(model, test.x, test.y, norm, generator=torch.Generator().manual_seed(0))
@@ -77,6 +77,7 @@ def main():
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--norms", nargs="+", default=["inf", "2"], choices=["inf", "2"])
     parser.add_argument("--tutorial", action="store_true")
     parser.add_argument("--tutorial-epochs", type=int, default=1)
     parser.add_argument("--skip-smoke", action="store_true")
@@ -85,7 +86,7 @@ def main():
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if not args.skip_smoke:
-        smoke(args.n, args.methods)
+        smoke(args.n, args.methods, [n if n == "inf" else 2 for n in args.norms])
     if args.tutorial:
         tutorial(args.n, args.tutorial_epochs)
 
