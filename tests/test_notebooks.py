@@ -4,7 +4,7 @@ import json
 import nbformat
 import pytest
 
-from rnas_lib.runs import notebooks, run_notebook
+from rnas_lib.runs import notebooks, run_notebook, runs_root
 from rnas_lib.search import search_run_dir
 
 NOTEBOOKS = notebooks()
@@ -60,7 +60,8 @@ def test_partial_channel_search_notebook(parameters, label, tmp_path):
     the smoke tier, for two epochs (the search only: the comparison of trained cells is the robust
     methods' test)."""
     run_and_check("05", {**parameters, "epochs": 2, "compare": False}, tmp_path / f"05_{label}.ipynb")
-    saved = json.loads((runs_root() / "smoke" / "search" / f"{label}_seed0" / "history.json").read_text())
+    (run,) = (runs_root() / "smoke" / "search").glob(f"{label}_seed0-*")  # the run folder, keyed by its configuration
+    saved = json.loads((run / "history.json").read_text())
     assert saved["config"]["partial_channels"] == 4 and saved["config"]["method"] == parameters["method"]
     last = saved["history"][-1]
     assert len(last["beta_normal"]) == 14 and last["genotype"]["normal"]
