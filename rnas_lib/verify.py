@@ -116,6 +116,10 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
         return torch.where(correct, lo, torch.zeros_like(lo))
 
 
+#: images bounded together by a full-CROWN probe: its backward rows are padded to the largest number
+#: of undecided neurons in the group, which varies several-fold between images, so one at a time
+#: wastes least (benchmarks/bench_verify.py)
+CROWN_GROUP = 1
 #: the cheaper bounds whose radii start the search of an expensive one (each radius is a certificate)
 _CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forward"),
             "alpha-crown": ("crown-ibp", "crown-forward")}
@@ -125,8 +129,6 @@ def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, cli
             growth):
     """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,): probes grow by
     ``growth`` from 1.5·lo (or eps_max/1024) until one fails, then bisect geometrically."""
-    from .bounds import margin_certificate
-
     hi = torch.full_like(lo, float(eps_max))
     failed = torch.zeros_like(correct)
     start = float(eps_max) / 1024
@@ -136,8 +138,7 @@ def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, cli
         if not bool(active.any()):
             break
         i = active.nonzero().squeeze(1)
-        t = None if targets is None else targets[i]
-        m, r = margin_certificate(model, x[i], y[i], probe[i], norm, method, t, clip, relu_slope, alpha_steps)
+        m, r = _grouped_certificates(model, x, y, targets, i, probe[i], norm, method, clip, relu_slope, alpha_steps)
         ok = m > 0
         lo[i] = torch.where(ok, probe[i], torch.maximum(lo[i], r))
         hi[i] = torch.where(ok, hi[i], probe[i])
@@ -148,15 +149,24 @@ def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, cli
     return lo
 
 
-def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps):
-    """Radii ``lo`` re-verified in float64 (margin > RECHECK_MARGIN), else the float64-certified r."""
+def _grouped_certificates(model, x, y, targets, i, eps, norm, method, clip, relu_slope, alpha_steps,
+                          threshold: float = 0.0):
+    """``margin_certificate`` for the samples i, in groups of CROWN_GROUP for full CROWN."""
     from .bounds import margin_certificate
 
+    size = CROWN_GROUP if method in ("crown", "alpha-crown") else len(i)
+    parts = [margin_certificate(model, x[j], y[j], eps[k], norm, method, None if targets is None else targets[j],
+                                clip, relu_slope, alpha_steps, threshold)
+             for j, k in zip(i.split(size), torch.arange(len(i), device=i.device).split(size))]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps):
+    """Radii ``lo`` re-verified in float64 (margin > RECHECK_MARGIN), else the float64-certified r."""
     model64 = copy.deepcopy(model).double()
     i = (lo > 0).nonzero().squeeze(1)
-    t = None if targets is None else targets[i]
-    m, r = margin_certificate(model64, x[i].double(), y[i], lo[i].double(), norm, method, t, clip, relu_slope,
-                              alpha_steps, threshold=RECHECK_MARGIN)
+    m, r = _grouped_certificates(model64, x.double(), y, targets, i, lo[i].double(), norm, method, clip, relu_slope,
+                                 alpha_steps, threshold=RECHECK_MARGIN)
     lo = lo.clone()
     lo[i] = torch.where(m > RECHECK_MARGIN, lo[i], r.to(lo.dtype).clamp(max=lo[i]))
     return lo
