@@ -56,6 +56,11 @@ def target_classes(logits: torch.Tensor, y: torch.Tensor, target: str,
 RECHECK_MARGIN = 1e-8
 
 
+def whole_box_radius(norm, image_shape) -> float:
+    """The radius of a ball that covers the whole [0, 1] box: 1 for ℓ∞, its diameter √(C·H·W) for ℓ2."""
+    return 1.0 if norm == "inf" else math.sqrt(math.prod(image_shape))
+
+
 def check_certifiable(model: nn.Module, batch_statistics: bool) -> None:
     """Certificates bound the network as it classifies: BatchNorm on its running statistics."""
     if model.training and not batch_statistics:
@@ -94,7 +99,7 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
         raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
     norm = check_norm(norm)
     if eps_max is None:
-        eps_max = 1.0 if norm == "inf" else math.sqrt(math.prod(x.shape[1:]))
+        eps_max = whole_box_radius(norm, x.shape[1:])
     if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not eps_max > 0:
         raise ValueError(f"eps_max must be a positive number, got {eps_max!r}")
     check_certifiable(model, batch_statistics)
@@ -234,7 +239,7 @@ def attack_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="inf"
 
     norm = check_norm(norm)
     if eps_max is None:
-        eps_max = 1.0 if norm == "inf" else math.sqrt(math.prod(x.shape[1:]))
+        eps_max = whole_box_radius(norm, x.shape[1:])
     y = torch.as_tensor(y, device=x.device)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
@@ -270,8 +275,6 @@ def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
     """(B,) bool: x is classified as y and the margin lower bound over the ε-ball is positive,
     i.e. no x' in the ball (∩ the clip box) is classified otherwise. ``recheck``: a float32
     certificate must also hold in float64 with a margin > RECHECK_MARGIN."""
-    from .bounds import margin_certificate
-
     check_certifiable(model, batch_statistics)
     y = torch.as_tensor(y, device=x.device)
     with torch.no_grad():
@@ -280,8 +283,8 @@ def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
         if recheck and x.dtype != torch.float64 and bool(ok.any()):
             i = ok.nonzero().squeeze(1)
             eps_i = torch.as_tensor(eps, dtype=torch.float64, device=x.device).expand(len(x))[i]
-            m, _ = margin_certificate(copy.deepcopy(model).double(), x[i].double(), y[i], eps_i, norm, method,
-                                      clip=clip, relu_slope=relu_slope, threshold=RECHECK_MARGIN)
+            m, _ = _grouped_certificates(copy.deepcopy(model).double(), x.double(), y, None, i, eps_i, norm, method,
+                                         clip, relu_slope, 20, threshold=RECHECK_MARGIN)
             ok[i] = m > RECHECK_MARGIN
     return ok
 
@@ -326,7 +329,7 @@ def average_certified_bound(model: nn.Module, data: TensorData, norm="inf", meth
     seconds = time.perf_counter() - start
     r, ok = torch.cat(radii), torch.cat(correct)
     if eps_max is None:
-        eps_max = 1.0 if norm == "inf" else math.sqrt(math.prod(data.x.shape[1:]))
+        eps_max = whole_box_radius(norm, data.x.shape[1:])
     return {"norm": norm, "method": method, "target": target, "n": len(r), "eps_max": float(eps_max),
             "tol": float(tol), "rtol": float(rtol), "mean_radius": r.mean().item(),
             "mean_radius_correct": r[ok].mean().item() if bool(ok.any()) else 0.0,
