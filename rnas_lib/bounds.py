@@ -934,7 +934,7 @@ class _Bounder:
             cL, rL, cb, rb = lin[ins[0]]
             lowL, upL, lowb, upb = cL - rL, cL + rL, cb - rb, cb + rb
             if isinstance(op, _ReLU):
-                sl, su, bu = relu_relaxation(*self.pre[ins[0]], self.relu_slope)
+                sl, su, bu = (t.squeeze(1) for t in self._relaxation(j))  # the relaxation the backward passes use
                 rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731 (per image → per row)
                 lowL, upL = lowL * rep(sl), upL * rep(su)
                 lowb, upb = lowb * sl, upb * su + bu
