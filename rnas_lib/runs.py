@@ -200,7 +200,14 @@ def run_notebook(notebook, tier: str = "smoke", parameters: dict | None = None, 
 def _local_kernel_manager():
     """A kernel manager whose kernel talks over local (Unix-domain, IPC) sockets, not TCP: the
     kernel then needs no network port and warns of no unencrypted TCP traffic (ipykernel warns on
-    every TCP start); its socket files live beside the connection file and are removed at shutdown."""
+    every TCP start).
+
+    jupyter_client names IPC sockets ``kernel-ipc-1`` … ``kernel-ipc-5`` relative to the working
+    directory, so two kernels started at once from the same folder (two pytest workers, two Dask
+    tasks) bind the same sockets and read each other's signed messages ("Invalid Signature").
+    Each manager here gets its own private directory for its sockets, removed at shutdown."""
+    import shutil
+
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -208,5 +215,15 @@ def _local_kernel_manager():
         @default("transport")
         def _transport_default(self):
             return "ipc"
+
+        @default("ip")
+        def _ip_default(self):
+            return os.path.join(tempfile.mkdtemp(prefix="rnas-kernel-"), "kernel")
+
+        def cleanup_ipc_files(self) -> None:
+            super().cleanup_ipc_files()
+            folder = os.path.dirname(self.ip)
+            if os.path.basename(folder).startswith("rnas-kernel-"):
+                shutil.rmtree(folder, ignore_errors=True)
 
     return LocalKernelManager

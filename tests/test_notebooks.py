@@ -81,18 +81,44 @@ def run_and_check(notebook, parameters, output):
     assert not errors
 
 
-def test_notebook_kernels_run_without_the_tcp_transport_warning(tmp_path, capfd):
-    """run_notebook starts its kernels on local IPC sockets: ipykernel warns on every TCP start
-    ("running over TCP without encryption"), and that line followed every notebook of the workbook."""
+def write_tiny_notebook(path, body="print('ran at tier', tier)"):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     nb.metadata["language_info"] = {"name": "python"}
     parameters = nbformat.v4.new_code_cell('tier = "smoke"')
     parameters.metadata["tags"] = ["parameters"]
-    nb.cells = [parameters, nbformat.v4.new_code_cell("print('ran at tier', tier)")]
-    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    nb.cells = [parameters, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+def test_notebook_kernels_run_without_the_tcp_transport_warning(tmp_path, capfd):
+    """run_notebook starts its kernels on local IPC sockets: ipykernel warns on every TCP start
+    ("running over TCP without encryption"), and that line followed every notebook of the workbook."""
+    write_tiny_notebook(tmp_path / "tiny.ipynb")
     out = run_notebook(tmp_path / "tiny.ipynb", "smoke", output=tmp_path / "out.ipynb")
     assert nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"] == "ran at tier smoke\n"
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb", "tiny.ipynb"]  # no socket files left
+
+
+def test_kernels_started_at_once_from_one_folder_do_not_share_sockets(tmp_path):
+    """Two processes run a notebook from the same folder at the same moment, as two pytest workers
+    or two Dask tasks do. jupyter_client's default IPC socket names (kernel-ipc-1 … relative to the
+    working directory) made such kernels bind the same sockets and fail with "Invalid Signature"."""
+    import subprocess
+    import sys
+
+    write_tiny_notebook(tmp_path / "tiny.ipynb", "import os\nprint(tier, os.getpid())")
+    script = ("import sys; from rnas_lib.runs import run_notebook; "
+              "run_notebook(sys.argv[1], sys.argv[2], output=sys.argv[3])")
+    procs = [subprocess.Popen([sys.executable, "-c", script, "tiny.ipynb", f"tier{i}", f"out{i}.ipynb"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(3)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], logs
+    printed = [nbformat.read(tmp_path / f"out{i}.ipynb", as_version=4).cells[-1].outputs[0]["text"].split()
+               for i in range(3)]
+    assert [tier for tier, _ in printed] == ["tier0", "tier1", "tier2"]
+    assert len({pid for _, pid in printed}) == 3  # three kernels, each answering its own client
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out0.ipynb", "out1.ipynb", "out2.ipynb", "tiny.ipynb"]
