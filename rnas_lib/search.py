@@ -379,6 +379,7 @@ def _search_setup(tier, method, seed, config_overrides):
     t = get_tier(tier, **tier_fields)
     config_overrides.setdefault("epochs", t.search_epochs)
     config_overrides.setdefault("batch_size", t.search_batch_size)
+    config_overrides.setdefault("lr_alpha", t.search_lr_alpha)
     return t, SearchConfig(method=method, seed=seed, **config_overrides)
 
 
