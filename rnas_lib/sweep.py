@@ -216,10 +216,15 @@ def expand(study: Study, root=None) -> list[Run]:
     base = study_dir(study, root)
     runs = []
     if study.kind == "pipeline":
+        from .tiers import get_tier
+
+        # the tier's resolved preset is part of a run's identity: a changed tier default (a search
+        # budget, a learning rate) turns a finished run into a conflict instead of a stale result
+        preset = get_tier(study.tier, **study.tier_fields).as_dict()
         for method, seed in itertools.product(study.methods, study.seeds):
             config = {"study": study.name, "kind": "pipeline", "tier": study.tier, "arch": method, "seed": seed,
                       "search": study.search, "train": study.train, "evaluate": study.evaluate,
-                      "tier_fields": study.tier_fields}
+                      "tier_fields": study.tier_fields, "tier_preset": preset}
             runs.append(Run(f"{method}_seed{seed}", str(base / f"{method}_seed{seed}"), config))
         return runs
     keys = list(study.grid)

@@ -169,3 +169,21 @@ def test_a_slurm_cluster_without_dask_jobqueue_says_how_to_install_it(monkeypatc
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if it were not installed: import fails
     with pytest.raises(ImportError, match="pip install dask-jobqueue"):
         sweep.make_client(slurm={"queue": "normal"})
+
+
+def test_a_changed_tier_preset_makes_a_finished_pipeline_run_a_conflict(monkeypatch, tmp_path):
+    """A pipeline run's identity holds the tier's resolved preset: when a tier default changes (the
+    smoke search's α learning rate did), the finished run is refused as another configuration
+    instead of being reported as a result of the new settings."""
+    from rnas_lib import tiers
+
+    study = sweep.study_from_dict({"name": "preset", "tier": "smoke", "kind": "pipeline",
+                                   "methods": ["darts"], "seeds": [0]})
+    (run,) = sweep.expand(study, root=tmp_path)
+    assert run.config["tier_preset"]["search_lr_alpha"] == tiers.TIERS["smoke"].search_lr_alpha
+    Path(run.folder).mkdir(parents=True)
+    sweep.save_json({"run": run.config, "result": {}}, Path(run.folder) / "record.json")
+    assert sweep.run_state(run) == "finished"
+    monkeypatch.setitem(tiers.TIERS, "smoke", tiers.replace(tiers.TIERS["smoke"], search_lr_alpha=3e-4))
+    (changed,) = sweep.expand(study, root=tmp_path)
+    assert changed.folder == run.folder and sweep.run_state(changed) == "conflict"
