@@ -147,6 +147,19 @@ def from_dict(d: dict) -> Genotype:
                              reduce=genes["reduce"], reduce_concat=list(d["reduce_concat"])))
 
 
+def _choices(genotype) -> set:
+    """{(cell, node, op, input)}: the edges a genotype keeps, each node's two as an unordered pair."""
+    g = from_dict(genotype) if isinstance(genotype, dict) else genotype
+    return {(cell, n // 2, op, int(i)) for cell in ("normal", "reduce")
+            for n, (op, i) in enumerate(getattr(g, cell))}
+
+
+def genotype_distance(a, b) -> int:
+    """How many of ``b``'s (node, op, input) choices ``a`` lacks, over both cells (0 iff they keep
+    the same edges with the same ops; at most 2·steps per cell). Genotypes or their dict form."""
+    return len(_choices(b) - _choices(a))
+
+
 def save_genotype(genotype: Genotype, path) -> Path:
     """Write ``genotype`` as JSON (atomically: ``rnas_lib.runs.save_json``)."""
     return save_json(to_dict(genotype), path)

@@ -3,6 +3,7 @@ matplotlib ``Axes`` (or ``Figure`` when it makes several panels); nothing here s
 
 - ``draw_cell`` / ``draw_genotype``: a DARTS cell as a DAG (plain matplotlib, no graphviz).
 - ``alpha_heatmap``, ``alpha_evolution``, ``op_mass``: softmax(α) per edge × op, over epochs.
+- ``search_convergence``: α's entropy and the derived genotype's distance to the final one, per epoch.
 - ``learning_curves``: losses and accuracies from a search or training history.
 - ``image_grid``, ``perturbation_grid``, ``norm_balls_2d``: images, their ε-ball perturbations, unit balls in 2-D.
 - ``adversarial_example``, ``accuracy_vs_eps``: one attacked image; robust accuracy against ε.
@@ -261,6 +262,33 @@ def op_mass(history, cell: str = "normal", ax=None):
 
 
 # ----------------------------------------------------------------------------- learning curves
+def search_convergence(history, title: str | None = None):
+    """Two panels from a search ``history``: the normalised entropy of softmax(α) per cell type
+    (1 = uniform) and the number of the final genotype's choices each epoch's genotype lacks."""
+    from .search import search_convergence as convergence
+
+    conv = convergence(history)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for cell, style in (("normal", "-o"), ("reduce", "--s")):
+        left.plot(conv["epoch"], conv[f"entropy_{cell}"], style, ms=3, label=f"{cell} cell")
+    left.axhline(1.0, color="0.7", ls=":", lw=1)
+    left.set(xlabel="epoch", ylabel=r"$H(\mathrm{softmax}(\alpha))\,/\,\ln|\mathcal{O}|$",
+             title="entropy of the op weights (1 = uniform)")
+    left.legend()
+    right.bar(conv["epoch"], conv["changes_to_final"], color="tab:blue")
+    right.set(xlabel="epoch", ylabel="choices not in the final genotype",
+              title="distance of the derived genotype to the final one")
+    if not any(conv["changes_to_final"]):
+        say_on_panel(right, "every epoch derived the final genotype")
+    for ax in (left, right):
+        integer_epochs(ax)
+        ax.grid(True)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def learning_curves(history, title: str | None = None):
     """Loss (left) and accuracy (right) per epoch, for every ``*_loss`` / ``*_acc`` key that the
     history records (train/val for a search, train/test for training); returns the Figure."""

@@ -291,6 +291,35 @@ def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, c
     return SearchResult(model.genotype(), history, model, Path(out_dir) if out_dir is not None else None)
 
 
+def alpha_entropy(weights) -> float:
+    """Mean over the edges of the normalised entropy of the op weights p = softmax(α) of one cell,
+    −Σ_o p_o ln p_o / ln|O|: 1 when every edge is uniform (the initialisation), 0 when each edge
+    puts all its weight on one op. ``weights``: (edges, ops), rows summing to 1."""
+    p = torch.as_tensor(weights, dtype=torch.float64)
+    if p.dim() != 2 or p.shape[1] < 2 or not torch.allclose(p.sum(1), torch.ones(len(p), dtype=p.dtype), atol=1e-4):
+        raise ValueError(f"weights must be an (edges, ops) array of rows summing to 1 (softmax(α)), got shape "
+                         f"{tuple(p.shape)}")
+    return (-(p * p.clamp_min(1e-300).log()).sum(1) / math.log(p.shape[1])).mean().item()
+
+
+def search_convergence(history) -> dict:
+    """Per epoch of a search ``history``: ``entropy_normal`` / ``entropy_reduce`` (``alpha_entropy``)
+    and ``changes_to_final``, the choices of the final derived genotype that the epoch's genotype
+    lacks (``genotypes.genotype_distance``); ``settled_epochs``, how many last epochs are within
+    one choice of the final genotype."""
+    from .genotypes import genotype_distance
+
+    if not history:
+        raise ValueError("empty search history: run the search for at least one epoch (method 'random' has none)")
+    final = history[-1]["genotype"]
+    changes = [genotype_distance(h["genotype"], final) for h in history]
+    settled = next((k for k, c in enumerate(reversed(changes)) if c > 1), len(changes))
+    return {"epoch": [h["epoch"] for h in history],
+            "entropy_normal": [alpha_entropy(h["alpha_normal"]) for h in history],
+            "entropy_reduce": [alpha_entropy(h["alpha_reduce"]) for h in history],
+            "changes_to_final": changes, "settled_epochs": settled}
+
+
 def _edge_record(model) -> dict:
     """The normalised edge weights β (partial channels only)."""
     b_normal, b_reduce = model.edge_weights()

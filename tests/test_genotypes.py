@@ -88,3 +88,20 @@ def test_malformed_genotype_files_raise_errors_naming_the_file(tmp_path, text, m
     path.write_text(text)
     with pytest.raises(ValueError, match=f"{path} is not a valid genotype file: .*{message}"):
         load_genotype(path)
+
+
+def test_genotype_distance_counts_the_choices_one_genotype_lacks():
+    from rnas_lib.genotypes import genotype_distance, to_dict
+
+    g = get_genotype("DARTS_V2")
+    assert genotype_distance(g, g) == 0 and genotype_distance(to_dict(g), g) == 0
+    # the two edges of a node are an unordered pair: swapping them changes nothing
+    swapped = g._replace(normal=[g.normal[1], g.normal[0], *g.normal[2:]])
+    assert genotype_distance(swapped, g) == 0
+    other_op = "max_pool_3x3" if g.normal[0][0] != "max_pool_3x3" else "avg_pool_3x3"
+    one_op = g._replace(normal=[(other_op, g.normal[0][1]), *g.normal[1:]])
+    assert genotype_distance(one_op, g) == 1 == genotype_distance(g, one_op)
+    v1 = get_genotype("DARTS_V1")
+    expected = len({("n", k // 2, *e) for k, e in enumerate(v1.normal)} - {("n", k // 2, *e) for k, e in enumerate(g.normal)}) \
+        + len({("r", k // 2, *e) for k, e in enumerate(v1.reduce)} - {("r", k // 2, *e) for k, e in enumerate(g.reduce)})
+    assert genotype_distance(g, v1) == expected > 0

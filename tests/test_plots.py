@@ -76,3 +76,18 @@ def test_learning_curves_have_integer_epoch_ticks():
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
         assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_search_convergence_draws_entropy_and_distance_and_says_when_settled_throughout():
+    from rnas_lib.genotypes import get_genotype, to_dict
+
+    v2 = to_dict(get_genotype("DARTS_V2"))
+    peaked = torch.softmax(torch.eye(8)[[1] * 14] * 3, 1).tolist()
+    history = [{"epoch": e + 1, "genotype": v2, "alpha_normal": [[1 / 8] * 8] * 14 if e == 0 else peaked,
+                "alpha_reduce": peaked} for e in range(3)]
+    fig = plots.search_convergence(history)
+    left, right = fig.axes
+    normal = left.get_lines()[0].get_ydata()
+    assert normal[0] == pytest.approx(1.0) and normal[-1] < 0.7
+    assert [p.get_height() for p in right.patches] == [0, 0, 0]
+    assert any("final genotype" in t for t in _texts(right))

@@ -183,3 +183,32 @@ def test_second_order_gradient_with_partial_channels_matches_exact_unrolled_grad
     assert len(approx) == 4
     for a, e in zip(approx, exact):
         assert torch.allclose(a, e, rtol=1e-6, atol=1e-8), (a - e).abs().max()
+
+
+def test_alpha_entropy_is_the_normalised_shannon_entropy():
+    import math
+
+    import numpy as np
+
+    uniform = np.full((14, 8), 1 / 8)
+    assert search_mod.alpha_entropy(uniform) == pytest.approx(1.0)
+    assert search_mod.alpha_entropy(np.eye(8)[[0] * 14]) == pytest.approx(0.0, abs=1e-12)
+    p = torch.softmax(torch.randn(14, 8, dtype=torch.float64), 1).numpy()
+    by_hand = np.mean([-sum(q * math.log(q) for q in row) for row in p]) / math.log(8)
+    assert search_mod.alpha_entropy(p) == pytest.approx(by_hand, rel=1e-12)
+    with pytest.raises(ValueError, match="summing to 1"):
+        search_mod.alpha_entropy(np.ones((14, 8)))
+
+
+def test_search_convergence_counts_the_settled_last_epochs():
+    from rnas_lib.genotypes import get_genotype, to_dict
+
+    v1, v2 = to_dict(get_genotype("DARTS_V1")), to_dict(get_genotype("DARTS_V2"))
+    near = json.loads(json.dumps(v2))
+    near["normal"][0][0] = "max_pool_3x3" if near["normal"][0][0] != "max_pool_3x3" else "avg_pool_3x3"
+    uniform = [[1 / 8] * 8] * 14
+    history = [{"epoch": e + 1, "genotype": g, "alpha_normal": uniform, "alpha_reduce": uniform}
+               for e, g in enumerate([v1, v2, v1, near, v2, v2])]
+    conv = search_mod.search_convergence(history)
+    assert conv["changes_to_final"][3:] == [1, 0, 0] and conv["changes_to_final"][2] > 1
+    assert conv["settled_epochs"] == 3 and conv["entropy_normal"] == pytest.approx([1.0] * 6)
