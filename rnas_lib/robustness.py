@@ -164,15 +164,26 @@ def dsrna_jb(eps: float = 0.1, norm="inf", mode: str = "projection", n_proj: int
     return robustness
 
 
-def dsrna_combined(eps: float = 0.1, norm="inf", w_cb: float = 1.0, w_jb: float = 1.0, mode: str = "projection",
-                   n_proj: int = 1, cb_options: dict | None = None) -> RobustnessTerm:
-    """R = w_cb·R_CB + w_jb·R_J (DSRNA-Combined, docs/paper.md letter B: R_CB + R_J): R_CB is
-    ``TERMS["dsrna_cb"](eps=eps, norm=norm, **cb_options)`` (looked up when R is first called), R_J is
-    ``dsrna_jb(eps, norm, mode, n_proj)``."""
+dsrna_jb.default_gamma = 0.01
+
+
+def dsrna_combined(norm="inf", w_cb: float | None = None, w_jb: float | None = None, cb_options: dict | None = None,
+                   jb_options: dict | None = None) -> RobustnessTerm:
+    """R = w_cb·R_CB + w_jb·R_J (DSRNA-Combined, docs/paper.md letter B: R_CB + R_J), searched with
+    γ = 1 (``default_gamma``), so that L_α = CE − w_cb·R_CB − w_jb·R_J.
+
+    By default each part keeps what it has in its own search: R_CB = ``TERMS["dsrna_cb"](norm=norm,
+    **cb_options)`` (ε₀ = 0.01) with w_cb = its ``default_gamma`` (0.1), R_J = ``dsrna_jb(norm=norm,
+    **jb_options)`` (ε = 0.1) with w_jb = its ``default_gamma`` (0.01): the Combined objective is the
+    sum of the DSRNA-CB and DSRNA-JB objectives. (The paper's unweighted sum would add a term bounded
+    in (−1, 1) to an unbounded one whose α-gradient is several times larger; notebook 05 measures
+    the balance of the two weighted gradients.) R_CB is looked up when R is first called."""
+    w_cb = dsrna_cb.default_gamma if w_cb is None else w_cb
+    w_jb = dsrna_jb.default_gamma if w_jb is None else w_jb
     for name, w in (("w_cb", w_cb), ("w_jb", w_jb)):
         if not w >= 0:
             raise ValueError(f"{name} must be ≥ 0, got {w!r}")
-    r_jb = dsrna_jb(eps, norm, mode, n_proj)
+    r_jb = dsrna_jb(norm=norm, **(jb_options or {}))
     r_cb = None
 
     def certified(model, x, y):
@@ -181,7 +192,7 @@ def dsrna_combined(eps: float = 0.1, norm="inf", w_cb: float = 1.0, w_jb: float 
             if "dsrna_cb" not in TERMS:
                 raise ValueError("dsrna_combined needs the certified-bound term TERMS['dsrna_cb'] (rnas_lib.robustness), "
                                  "which is not registered; use method 'dsrna_jb' or register 'dsrna_cb' first")
-            r_cb = TERMS["dsrna_cb"](eps=eps, norm=norm, **(cb_options or {}))
+            r_cb = TERMS["dsrna_cb"](norm=norm, **(cb_options or {}))
         return r_cb(model, x, y)
 
     def robustness(model, x, y):
@@ -194,7 +205,11 @@ def dsrna_combined(eps: float = 0.1, norm="inf", w_cb: float = 1.0, w_jb: float 
 
     robustness.with_logits = with_logits
     robustness.generator = r_jb.generator
+    robustness.weights = {"w_cb": w_cb, "w_jb": w_jb}
     return robustness
+
+
+dsrna_combined.default_gamma = 1.0
 
 
 TERMS["dsrna_cb"] = dsrna_cb

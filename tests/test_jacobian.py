@@ -306,15 +306,23 @@ def test_with_logits_gives_the_same_term():
 
 
 def test_dsrna_combined_weights_the_two_terms():
-    """R = w_cb·R_CB + w_jb·R_J with R_CB = TERMS['dsrna_cb'] at the same ε and norm."""
+    """R = w_cb·R_CB + w_jb·R_J, each part with its own options; by default each keeps its standalone
+    ε and weight (w = the standalone γ) and the Combined search uses γ = 1, so that its α loss is
+    CE − γ_CB·R_CB − γ_JB·R_J, the sum of the two standalone objectives."""
     model = _supernet().eval()
     x, y = _inputs(), torch.tensor([1, 2, 3])
     cb = TERMS["dsrna_cb"](eps=0.01, norm=2)(model, x, y)
-    jb = TERMS["dsrna_jb"](eps=0.01, norm=2, mode="exact")(model, x, y)
-    term = TERMS["dsrna_combined"](eps=0.01, norm=2, w_cb=0.3, w_jb=2.0, mode="exact")
+    jb = TERMS["dsrna_jb"](eps=0.05, norm=2, mode="exact")(model, x, y)
+    term = TERMS["dsrna_combined"](norm=2, w_cb=0.3, w_jb=2.0, cb_options={"eps": 0.01},
+                                   jb_options={"eps": 0.05, "mode": "exact"})
     want = 0.3 * cb + 2.0 * jb
     assert torch.allclose(term(model, x, y), want, rtol=1e-10)
     logits, r = term.with_logits(model, x, y)
     assert torch.allclose(r, want, rtol=1e-10) and torch.allclose(logits, model(x))
+    default = TERMS["dsrna_combined"](jb_options={"mode": "exact"})
+    standalone = (TERMS["dsrna_cb"].default_gamma * TERMS["dsrna_cb"]()(model, x, y)
+                  + TERMS["dsrna_jb"].default_gamma * TERMS["dsrna_jb"](mode="exact")(model, x, y))
+    assert TERMS["dsrna_combined"].default_gamma == 1.0
+    assert torch.allclose(default(model, x, y), standalone, rtol=1e-10)
     with pytest.raises(ValueError, match="w_cb must be ≥ 0"):
         TERMS["dsrna_combined"](w_cb=-1)
