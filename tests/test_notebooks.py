@@ -36,12 +36,13 @@ def test_runs_under_papermill(path, tmp_path):
 
 @pytest.mark.notebook
 @pytest.mark.xdist_group("robust_search")
-@pytest.mark.parametrize("method", ["dsrna_cb", "dsrna_jb", "dsrna_combined"])
+@pytest.mark.parametrize("method", ["dsrna_jb", "dsrna_combined"])
 def test_robust_search_notebook(method, tmp_path):
-    """Notebook 05 searches with each robust method at the smoke tier and reports its cell's clean
-    accuracy and average certified radii (ℓ∞, ℓ2) next to the darts cell's."""
-    run_and_check("05", {"method": method}, tmp_path / f"05_{method}.ipynb")
-    table = json.loads((search_run_dir("smoke", method, 0) / "comparison.json").read_text())["table"]
+    """Notebook 05 searches with the other robust methods (its default, dsrna_cb, runs in
+    test_runs_under_papermill) at the smoke tier, for six of the tier's twenty epochs, and reports
+    its cell's clean accuracy and average certified radii (ℓ∞, ℓ2) next to the darts cell's."""
+    run_and_check("05", {"method": method, "epochs": 6}, tmp_path / f"05_{method}.ipynb")
+    table = json.loads((search_run_dir("smoke", method, 0, epochs=6) / "comparison.json").read_text())["table"]
     for label in (method, "darts"):
         row = table[label]
         assert row["clean accuracy"] > 0.5, (label, row)
