@@ -53,9 +53,11 @@ def dsrna_cb(eps: float = 0.01, norm="inf", method: str = "crown-ibp", samples: 
     (``rnas_lib.bounds.implicit_radius``, the ε where m_b crosses 0, with its implicit-function
     gradient), in units of ε — CNN-Cert's "certified lower bound" as the paper names its metric,
     at the cost of a bisection (about 16 bounds without gradient) per step; ``eps`` only scales it.
-    Defaults: ε = 0.01 ℓ∞, the scale at which standard-trained digits/MNIST networks are
-    certifiable at all (notebook 08); "crown-ibp", the certified-training choice (full CROWN costs a
-    backward pass per intermediate neuron); 8 images, whose gradient matches the whole batch's.
+    Defaults: ε = 0.01 ℓ∞, the order of the ℓ∞ radii certified on searched digit cells (notebook 05);
+    on an untrained supernet the gradient's direction barely depends on it (notebook 03 compares
+    ε/10 and 10ε); "crown-ibp", the certified-training choice, one backward pass (crown-forward and
+    crown refine every intermediate layer, at a cost that grows with the input pixels or with the
+    undecided neurons); 8 images, whose gradient matches the whole batch's.
     """
     from .attacks import check_norm
     from .bounds import METHODS, margin_lower_bound, trace
