@@ -115,6 +115,64 @@ def check_mixed_op(mixed) -> bool | None:
     return _report("mixed op", True)
 
 
+# ----------------------------------------------------------------------------- 03
+def check_ibp_avg_pool(ibp_pool) -> bool | None:
+    """03: ``ibp_pool(l, u)`` = the exact interval (lo, hi) of DARTS' ``avg_pool_3x3`` (stride 1,
+    padding 1, ``count_include_pad=False``) over the box [l, u] of its input (B, C, H, W)."""
+    from .ops import make_op
+
+    if _unanswered("IBP through avg_pool_3x3", ibp_pool):
+        return None
+    gen = torch.Generator().manual_seed(3)
+    op = make_op("avg_pool_3x3", 3, 1)
+    l = torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64)
+    u = l + 2 * torch.rand(l.shape, generator=gen, dtype=torch.float64)
+    got = ibp_pool(l.clone(), u.clone())
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        return _report("IBP through avg_pool_3x3", False, "return the pair (lo, hi)")
+    lo, hi = (torch.as_tensor(b, dtype=torch.float64) for b in got)
+    if lo.shape != l.shape or hi.shape != l.shape:
+        return _report("IBP through avg_pool_3x3", False, f"stride 1 and padding 1 keep the shape {tuple(l.shape)}, "
+                       f"got {tuple(lo.shape)} and {tuple(hi.shape)}")
+    z = l + (u - l) * torch.rand((256, *l.shape), generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        pooled = op(z.flatten(0, 1)).view(z.shape)
+    if bool((pooled < lo - 1e-9).any() or (pooled > hi + 1e-9).any()):
+        return _report("IBP through avg_pool_3x3", False, "a point of the box pools outside [lo, hi] — unsound (at "
+                       "the border DARTS' pool divides by the pixels inside the image: count_include_pad=False)")
+    with torch.no_grad():
+        exact = op(l), op(u)  # the pool is monotone: its extremes over the box are at the corners l and u
+    if not (_close(lo, exact[0], 1e-9) and _close(hi, exact[1], 1e-9)):
+        return _report("IBP through avg_pool_3x3", False, "sound but not exact: the pool's weights are ≥ 0, so its "
+                       "interval is [pool(l), pool(u)]")
+    return _report("IBP through avg_pool_3x3", True)
+
+
+def check_fast_lin_slope(slope) -> bool | None:
+    """03: ``slope(l, u)`` = Fast-Lin's lower ReLU slope u/(u − l) for unstable neurons (l < 0 < u)."""
+    from .bounds import relu_relaxation
+
+    if _unanswered("Fast-Lin lower slope", slope):
+        return None
+    gen = torch.Generator().manual_seed(33)
+    l = -(3 * torch.rand(1000, generator=gen, dtype=torch.float64) + 1e-3)
+    u = 3 * torch.rand(1000, generator=gen, dtype=torch.float64) + 1e-3
+    a = torch.as_tensor(slope(l.clone(), u.clone()), dtype=torch.float64)
+    if a.shape != l.shape:
+        return _report("Fast-Lin lower slope", False,
+                       f"one slope per neuron: shape {tuple(l.shape)}, got {tuple(a.shape)}")
+    z = l + (u - l) * torch.rand(64, len(l), generator=gen, dtype=torch.float64)
+    above = (a * z > F.relu(z) + 1e-9).any(0)
+    if bool(above.any()):
+        i = int(above.nonzero()[0])
+        return _report("Fast-Lin lower slope", False, f"at l = {l[i]:.3f}, u = {u[i]:.3f} the line {a[i]:.3f}·z lies "
+                       "above relu(z) somewhere in [l, u]: not a lower bound")
+    if not _close(a, relu_relaxation(l, u, "fast-lin")[0]):
+        return _report("Fast-Lin lower slope", False, "a valid lower line, but not Fast-Lin's: it is parallel to the "
+                       "upper line, the chord from (l, 0) to (u, u)")
+    return _report("Fast-Lin lower slope", True)
+
+
 # ----------------------------------------------------------------------------- 04
 def check_first_order_change(change) -> bool | None:
     """04: ``change(row, eps, norm)`` = sup_{‖δ‖_p ≤ ε} |row·δ| for one Jacobian row (a 1-D tensor)."""
@@ -143,6 +201,63 @@ def check_worst_direction(direction) -> bool | None:
             return _report("worst-case δ", False, f"ℓ{norm}: row·δ = {float(row @ delta):.4g}, Hölder allows "
                            f"{0.1 * float(row.norm(p=q)):.4g}")
     return _report("worst-case δ", True)
+
+
+# ----------------------------------------------------------------------------- 05
+def check_alpha_entropy(entropy) -> bool | None:
+    """05: ``entropy(weights)`` = the mean over the edges of −Σ_o p_o ln p_o / ln|O| for an (edges, ops)
+    tensor of softmax rows (1 uniform, 0 one-hot)."""
+    from .search import alpha_entropy
+
+    if _unanswered("α entropy", entropy):
+        return None
+    gen = torch.Generator().manual_seed(5)
+    eye = torch.eye(8, dtype=torch.float64)
+    cases = {"uniform rows": torch.full((14, 8), 1 / 8, dtype=torch.float64),
+             "one-hot rows (0·ln 0 counts as 0)": eye[torch.randint(0, 8, (14,), generator=gen)],
+             "half one-hot, half uniform": torch.cat([eye[:7], torch.full((7, 8), 1 / 8, dtype=torch.float64)]),
+             "random softmax rows": torch.softmax(2 * torch.randn(14, 8, generator=gen, dtype=torch.float64), 1),
+             "four ops instead of eight": torch.softmax(torch.randn(5, 4, generator=gen, dtype=torch.float64), 1)}
+    for name, p in cases.items():
+        got = float(entropy(p.clone()))
+        if not math.isclose(got, alpha_entropy(p), rel_tol=1e-6, abs_tol=1e-6):
+            return _report("α entropy", False, f"{name}: got {got:.6g}, expected {alpha_entropy(p):.6g}")
+    return _report("α entropy", True)
+
+
+def check_hvp(hvp) -> bool | None:
+    """05: ``hvp(grad_alpha, w, v)`` = DARTS' central finite difference for ∇²_{α,w} L_train · v:
+    (grad_alpha(w + r·v) − grad_alpha(w − r·v)) / (2r) with r = 0.01/‖v‖."""
+    if _unanswered("finite-difference Hessian-vector product", hvp):
+        return None
+    gen = torch.Generator().manual_seed(55)
+    A = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    alpha = torch.randn(5, generator=gen, dtype=torch.float64)
+    w0 = torch.randn(12, generator=gen, dtype=torch.float64)
+
+    def loss_train(w, a):
+        return (torch.sin(3 * w) * (A @ torch.softmax(a, 0))).sum() + (w ** 3).sum() * a.sum() / 10
+
+    def grad_alpha(w):
+        a = alpha.clone().requires_grad_(True)
+        return torch.autograd.grad(loss_train(w.detach(), a), a)[0]
+
+    for scale in (30.0, 1e-3):
+        v = scale * torch.randn(12, generator=gen, dtype=torch.float64)
+        # the exact mixed product: ∇_α (∇_w L_train · v), by double backward
+        w, a = w0.clone().requires_grad_(True), alpha.clone().requires_grad_(True)
+        (g_w,) = torch.autograd.grad(loss_train(w, a), w, create_graph=True)
+        (exact,) = torch.autograd.grad((g_w * v).sum(), a)
+        got = torch.as_tensor(hvp(grad_alpha, w0.clone(), v.clone()), dtype=torch.float64)
+        if got.shape != exact.shape:
+            return _report("finite-difference Hessian-vector product", False,
+                           f"the product has α's shape {tuple(exact.shape)}, got {tuple(got.shape)}")
+        rel = float((got - exact).norm() / exact.norm())
+        if not rel <= 1e-3:  # the central difference is off by O(0.01²)
+            return _report("finite-difference Hessian-vector product", False,
+                           f"‖v‖ = {float(v.norm()):.3g}: off the exact product by {rel:.2g} (relative); take a "
+                           "central difference with the step r = 0.01/‖v‖ along v")
+    return _report("finite-difference Hessian-vector product", True)
 
 
 # ----------------------------------------------------------------------------- 06
@@ -214,3 +329,60 @@ def check_minimum_norm_accuracy(accuracy) -> bool | None:
         if not math.isclose(float(accuracy(clean_ok, still_ok, dist, eps)), expected, abs_tol=1e-9):
             return _report("minimum-norm accuracy", False, f"at ε = {eps}")
     return _report("minimum-norm accuracy", True)
+
+
+# ----------------------------------------------------------------------------- 08
+def check_certified_fraction(fraction) -> bool | None:
+    """08: ``fraction(radii, eps)`` = certified accuracy at ε > 0 from the certified radii (a numpy
+    array, 0 for a misclassified image): the fraction with radius ≥ ε."""
+    import numpy as np
+
+    if _unanswered("certified accuracy from radii", fraction):
+        return None
+    rng = np.random.default_rng(8)
+    radii = rng.integers(1, 33, 200) / 64            # exact binary fractions: ε can equal a radius exactly
+    radii[rng.random(200) < 0.2] = 0.0               # misclassified images
+    for eps in (1 / 64, 5 / 64, 0.1, 0.25, 0.5, 1.0):
+        expected = sum(1 for r in radii.tolist() if r >= eps) / len(radii)
+        got = float(fraction(radii.copy(), eps))
+        if not math.isclose(got, expected, abs_tol=1e-12):
+            strict = math.isclose(got, float((radii > eps).mean()), abs_tol=1e-12)
+            return _report("certified accuracy from radii", False, f"at ε = {eps:g}: got {got:.4f}, expected "
+                           f"{expected:.4f} — " + ("an image whose radius equals ε is certified at ε" if strict else
+                                                   "count over all images; a misclassified one has radius 0"))
+    return _report("certified accuracy from radii", True)
+
+
+def check_certification_gap(gap) -> bool | None:
+    """08: ``gap(certified, attacked)`` = certified / attack radius per image, NaN where the image is
+    misclassified (both 0); raises ValueError if some certified radius exceeds its attack radius."""
+    if _unanswered("certification gap", gap):
+        return None
+    gen = torch.Generator().manual_seed(88)
+    attacked = 0.5 * torch.rand(40, generator=gen, dtype=torch.float64) + 0.01
+    certified = attacked * torch.rand(40, generator=gen, dtype=torch.float64)
+    attacked[:5], certified[:5] = 0.0, 0.0            # misclassified
+    certified[5:8] = attacked[5:8]                    # as tight as it gets: ratio 1
+    certified[8:11] = 0.0                             # correct, but certified at no ε
+    expected = torch.tensor([math.nan if a == 0 else c / a for c, a in zip(certified.tolist(), attacked.tolist())],
+                            dtype=torch.float64)
+    try:
+        got = torch.as_tensor(gap(certified.clone(), attacked.clone()), dtype=torch.float64)
+    except ValueError:
+        return _report("certification gap", False, "ValueError on possible pairs: every certified radius here is ≤ "
+                       "its attack radius")
+    if got.shape != expected.shape or not bool((got.isnan() == expected.isnan()).all()):
+        return _report("certification gap", False, "NaN exactly where the image is misclassified (attack radius 0)")
+    ok = ~expected.isnan()
+    if not _close(got[ok], expected[ok], 1e-9):
+        return _report("certification gap", False, "the gap is certified / attack radius, in [0, 1]")
+    for i, (c, a) in {12: (0.3, 0.2), 0: (0.1, 0.0)}.items():
+        bad_c, bad_a = certified.clone(), attacked.clone()
+        bad_c[i], bad_a[i] = c, a
+        try:
+            gap(bad_c, bad_a)
+        except ValueError:
+            continue
+        return _report("certification gap", False, f"image {i} has certified radius {c} > attack radius {a}: a "
+                       "certificate an attack broke — raise ValueError")
+    return _report("certification gap", True)

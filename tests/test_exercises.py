@@ -12,9 +12,12 @@ EXERCISES = {
     "00": [("check_edge_count", "edges"), ("check_alpha_loss", "alpha_loss")],
     "01": [("check_project_linf", "project"), ("check_matched_radius", "radius")],
     "02": [("check_sep_conv_params", "params"), ("check_mixed_op", "mixed")],
+    "03": [("check_ibp_avg_pool", "ibp_avg_pool"), ("check_fast_lin_slope", "fast_lin_lower_slope")],
     "04": [("check_first_order_change", "change"), ("check_worst_direction", "direction")],
+    "05": [("check_alpha_entropy", "entropy"), ("check_hvp", "hvp")],
     "06": [("check_cosine_lr", "lr"), ("check_drop_path", "drop")],
     "07": [("check_momentum_pgd", "attack"), ("check_minimum_norm_accuracy", "accuracy")],
+    "08": [("check_certified_fraction", "fraction_certified"), ("check_certification_gap", "gap_ratio")],
 }
 
 
@@ -46,12 +49,21 @@ WRONG = {
     "check_matched_radius": lambda n, eps: eps,
     "check_sep_conv_params": lambda k, C: k * k * C * C,
     "check_mixed_op": lambda outputs, alpha: outputs.mean(0),
+    # count_include_pad=True (PyTorch's default), not DARTS' pool
+    "check_ibp_avg_pool": lambda l, u: (torch.nn.functional.avg_pool2d(l, 3, 1, 1),
+                                        torch.nn.functional.avg_pool2d(u, 3, 1, 1)),
+    "check_fast_lin_slope": lambda l, u: -l / (u - l),   # sound (in [0, 1]) but not Fast-Lin's
     "check_first_order_change": lambda row, eps, norm: eps * row.norm(),
     "check_worst_direction": lambda row, eps, norm: eps * row.sign(),
+    "check_alpha_entropy": lambda weights: float(-(weights * weights.log()).nan_to_num().sum(1).mean()),  # not / ln|O|
+    # the step r = 0.01 not divided by ‖v‖
+    "check_hvp": lambda grad_alpha, w, v: (grad_alpha(w + 0.01 * v) - grad_alpha(w - 0.01 * v)) / 0.02,
     "check_cosine_lr": lambda epoch, epochs, lr_max, lr_min: lr_max,
     "check_drop_path": lambda h, p, generator: h * (torch.rand(h.shape, generator=generator) >= p) / (1 - p),
     "check_momentum_pgd": lambda model, x, y, eps, steps, step_size, mu: x.clone(),
     "check_minimum_norm_accuracy": lambda clean_ok, still_ok, dist, eps: clean_ok.double().mean().item(),
+    "check_certified_fraction": lambda radii, eps: float((radii > eps).mean()),   # radius = ε is certified
+    "check_certification_gap": lambda certified, attacked: certified / attacked,  # never flags a broken certificate
 }
 
 
