@@ -80,6 +80,7 @@ def run_and_check(notebook, parameters, output):
         assert f"{name} = {value!r}".replace("'", '"') in injected[0].source
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    return out
 
 
 def write_tiny_notebook(path, body="print('ran at tier', tier)"):
@@ -123,3 +124,14 @@ def test_kernels_started_at_once_from_one_folder_do_not_share_sockets(tmp_path):
     assert [tier for tier, _ in printed] == ["tier0", "tier1", "tier2"]
     assert len({pid for _, pid in printed}) == 3  # three kernels, each answering its own client
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out0.ipynb", "out1.ipynb", "out2.ipynb", "tiny.ipynb"]
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("robust_search")
+def test_results_notebook_runs_its_minimal_grid(tmp_path):
+    """Notebook 09 without a study (study_dir=None): the minimal grid runs on a local Dask cluster in
+    the kernel and the table, tests and conclusion come from it (test_runs_under_papermill renders
+    the committed study)."""
+    out = run_and_check("09", {"study_dir": None}, tmp_path / "09_minimal.ipynb")
+    text = json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"])
+    assert "finished runs from" in text and "notebook09_minimal" in text
