@@ -135,3 +135,16 @@ def test_results_notebook_runs_its_minimal_grid(tmp_path):
     out = run_and_check("09", {"study_dir": None}, tmp_path / "09_minimal.ipynb")
     text = json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"])
     assert "finished runs from" in text and "notebook09_minimal" in text
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("robust_search")
+@pytest.mark.parametrize("number", ["00", "02"])
+def test_tutorial_tier_notebooks_on_real_mnist(number, data_root, tmp_path):
+    """The cheapest notebooks at the tutorial tier (MNIST 28×28, the tier's supernet and networks)
+    on the real MNIST subset: what a course runs after the digits demo. (02's fused-vs-reference
+    check failed here in float32 while passing at the smoke tier.)"""
+    out = run_notebook(number, "tutorial", {"data_root": str(data_root)}, output=tmp_path / f"{number}.ipynb")
+    executed = nbformat.read(out, as_version=4)
+    assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert "mnist" in json.dumps([c.outputs for c in executed.cells if c.cell_type == "code"])
