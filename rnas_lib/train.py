@@ -293,6 +293,25 @@ def run_training(genotype, tier: str = "smoke", seed: int = 0, name: str | None 
     return result
 
 
+#: at most this many training images for the demo network
+DEMO_TRAIN_LIMIT = 10_000
+
+
+def demo_network(tier: str = "smoke", seed: int = 0, data_root=None, epochs: int = 3, dataset: str | None = None,
+                 C: int | None = None, layers: int | None = None, train_limit: int | None = None,
+                 progress: bool = True) -> TrainResult:
+    """The workbook's demo network: the published DARTS_V2 cell trained briefly, sized for what it
+    demonstrates (a threat model, bounds, Jacobians) rather than as the tier's final network —
+    ``C`` channels and ``layers`` cells of the tier's *search* supernet (smoke 4 and 3, tutorial 8
+    and 5) on at most ``DEMO_TRAIN_LIMIT`` training images, ``epochs`` epochs. Its run folder is
+    keyed by that configuration, so notebooks 01, 03 and 04 train it once and then load it."""
+    t = get_tier(tier, **({"dataset": dataset} if dataset else {}))
+    limit = train_limit or min(t.train_limit or DEMO_TRAIN_LIMIT, DEMO_TRAIN_LIMIT)
+    return run_training("DARTS_V2", tier, seed, name="demo", data_root=data_root, progress=progress, epochs=epochs,
+                        train_C=C or t.search_C, train_layers=layers or t.search_layers, train_limit=limit,
+                        **({"dataset": dataset} if dataset else {}))
+
+
 def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None, progress: bool = True,
                   device=None, **overrides) -> TrainResult:
     """The trained network of ``arch`` at a tier, as the evaluation notebooks need it.

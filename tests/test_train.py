@@ -75,3 +75,20 @@ def test_training_on_real_mnist_subset(data_root, tmp_path):
     test = load_dataset("mnist", False, data_root, limit=500)
     r = train_network(model, train, test, TrainConfig(epochs=4, batch_size=32, lr=0.1, seed=0), progress=False)
     assert r.test_acc > 0.5
+
+
+def test_the_demo_network_is_trained_once_and_sized_by_the_search_supernet():
+    """demo_network: DARTS_V2 at the tier's search size; a second call (another notebook) loads the
+    finished run from the same folder instead of training again."""
+    from rnas_lib.tiers import get_tier
+
+    first = train_mod.demo_network("smoke", 0, epochs=1)
+    t = get_tier("smoke")
+    assert first.model.C == t.search_C and first.model.layers == t.search_layers
+    checkpoint = first.out_dir / "checkpoint.pt"
+    written = checkpoint.stat().st_mtime_ns
+    again = train_mod.demo_network("smoke", 0, epochs=1)
+    assert again.out_dir == first.out_dir and again.test_acc == first.test_acc
+    assert checkpoint.stat().st_mtime_ns == written  # loaded, not trained again
+    for p, q in zip(first.model.parameters(), again.model.parameters()):
+        assert torch.equal(p, q)
