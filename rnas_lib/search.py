@@ -426,6 +426,48 @@ def finished_genotype(out_dir) -> Genotype:
     return load_genotype(Path(out_dir) / "genotype.json")
 
 
+def estimate_search_seconds(tier: str = "smoke", method: str = "darts", seed: int = 0, data_root=None,
+                            probe_steps: int = 3, device=None, **config_overrides) -> dict:
+    """How long ``run_search`` with these arguments takes on this machine, measured rather than
+    guessed: ``probe_steps`` search steps (an α step and a w step each, after one warm-up step) on
+    a fresh supernet and the run's own batches, times the steps of the whole search
+    (epochs × ⌈half / batch⌉; the epochs of a warm-up timed without the robustness term).
+    Returns {"seconds", "seconds_per_step", "seconds_per_plain_step", "steps_per_epoch", "epochs"}."""
+    if not isinstance(probe_steps, int) or probe_steps < 1:
+        raise ValueError(f"probe_steps must be a positive integer, got {probe_steps!r}")
+    t, config = _search_setup(tier, method, seed, dict(config_overrides))
+    train_half, val_half = search_split(load_dataset(t.dataset, True, data_root, t.search_limit), seed)
+    steps_per_epoch = math.ceil(min(len(train_half), len(val_half)) / config.batch_size)
+    if method == "random":
+        return {"seconds": 0.0, "seconds_per_step": 0.0, "seconds_per_plain_step": 0.0,
+                "steps_per_epoch": steps_per_epoch, "epochs": 0}
+    device = resolve_device(device)
+    info = dataset_info(t.dataset, data_root)
+    torch.manual_seed(seed)
+    model = SearchNetwork(t.search_C, info.num_classes, t.search_layers, t.steps, t.multiplier, info.in_channels,
+                          mean=info.mean, std=info.std, partial_channels=config.partial_channels).to(device).train()
+    searcher = _Searcher(model, config)
+    pairs = list(zip(batches(train_half, config.batch_size, device=device),
+                     batches(val_half, config.batch_size, device=device)))
+
+    def per_step(robust: bool) -> float:
+        start = None
+        for k in range(probe_steps + 1):
+            if k == 1:
+                start = time.perf_counter()
+            (xt, yt), (xv, yv) = pairs[k % len(pairs)]
+            searcher.alpha_step(xt, yt, xv, yv, robust)
+            searcher.weight_step(xt, yt, robust)
+        return (time.perf_counter() - start) / probe_steps
+
+    robust_epochs = config.epochs - min(config.warmup_epochs, config.epochs) if searcher.term is not None else 0
+    robust_step = per_step(True) if robust_epochs else 0.0
+    plain_step = per_step(False) if robust_epochs < config.epochs else robust_step
+    seconds = steps_per_epoch * (robust_epochs * robust_step + (config.epochs - robust_epochs) * plain_step)
+    return {"seconds": seconds, "seconds_per_step": robust_step or plain_step, "seconds_per_plain_step": plain_step,
+            "steps_per_epoch": steps_per_epoch, "epochs": config.epochs}
+
+
 def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_root=None, out_dir=None,
                resume: bool = True, progress: bool = True, device=None, **config_overrides) -> SearchResult:
     """Search at a tier's size on its dataset; results in ``runs/<tier>/search/<name>_seed<seed>-<key>/``,

@@ -212,3 +212,26 @@ def test_search_convergence_counts_the_settled_last_epochs():
     conv = search_mod.search_convergence(history)
     assert conv["changes_to_final"][3:] == [1, 0, 0] and conv["changes_to_final"][2] > 1
     assert conv["settled_epochs"] == 3 and conv["entropy_normal"] == pytest.approx([1.0] * 6)
+
+
+def test_estimate_search_seconds_multiplies_the_probed_step_by_the_search_steps(monkeypatch):
+    """A fake clock that advances one second per reading makes every probed step last exactly
+    1/probe_steps s: the estimate must then be (robust epochs + plain warm-up epochs) × the number
+    of (train, val) batch pairs the search iterates per epoch, divided by probe_steps."""
+    import itertools
+    import math
+
+    from rnas_lib.data import load_dataset, search_split
+
+    clock = itertools.count()
+    monkeypatch.setattr(search_mod.time, "perf_counter", lambda: float(next(clock)))
+    overrides = dict(epochs=3, batch_size=64, search_limit=300)
+    est = search_mod.estimate_search_seconds("smoke", "dsrna_jb", 0, probe_steps=2, warmup_epochs=1, **overrides)
+    halves = search_split(load_dataset("digits", True, None, 300), 0)
+    pairs = math.ceil(min(map(len, halves)) / 64)
+    assert est["steps_per_epoch"] == pairs == 3 and est["epochs"] == 3
+    assert est["seconds_per_step"] == est["seconds_per_plain_step"] == 0.5  # one reading apart, over two steps
+    assert est["seconds"] == pytest.approx(3 * pairs * 0.5)
+    assert search_mod.estimate_search_seconds("smoke", "random", 0)["seconds"] == 0.0
+    with pytest.raises(ValueError, match="probe_steps"):
+        search_mod.estimate_search_seconds("smoke", "darts", 0, probe_steps=0)
