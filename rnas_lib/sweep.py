@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import PROJECT_ROOT
+from .display import progress as progress_bar
 from .runs import load_json, runs_root, save_json
 
 KINDS = ("pipeline", "notebook")
@@ -345,7 +346,6 @@ def run_study(study: Study, client=None, progress: bool = True, root=None, **cli
     after); skip finished ones. Returns {"finished", "failed", "skipped": [run ids], "errors": {id: text},
     "seconds", "workers"}."""
     from distributed import as_completed
-    from tqdm.auto import tqdm
 
     runs = expand(study, root)
     states = {run.run_id: run_state(run) for run in runs}
@@ -372,7 +372,7 @@ def run_study(study: Study, client=None, progress: bool = True, root=None, **cli
             print(f"Dask dashboard: {client.dashboard_link}")
         futures = {client.submit(execute, run, study.data_root, pure=False,
                                  key=f"{study.name}-{run.run_id}-{os.urandom(4).hex()}"): run for run in todo}
-        bar = tqdm(total=len(todo), desc=study.name, disable=not progress)
+        bar = progress_bar(total=len(todo), desc=study.name, disable=not progress, unit="run")
         for future in as_completed(futures):
             run = futures[future]
             try:

@@ -25,12 +25,12 @@ import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm
 from .bounds import margin_lower_bound, trace
 from .data import TensorData, batches
 from .devices import model_device
+from .display import progress as progress_bar
 
 TARGETS = ("untargeted", "runner-up", "random", "least-likely")
 
@@ -320,8 +320,8 @@ def average_certified_bound(model: nn.Module, data: TensorData, norm="inf", meth
     generator = torch.Generator().manual_seed(seed)
     radii, correct = [], []
     start = time.perf_counter()
-    bar = tqdm(batches(data, batch_size, device=model_device(model)), total=math.ceil(len(data) / batch_size),
-               desc=f"certify ℓ{'∞' if norm == 'inf' else norm} {method}", disable=not progress, leave=False)
+    bar = progress_bar(batches(data, batch_size, device=model_device(model)), total=math.ceil(len(data) / batch_size),
+                       desc=f"certify ℓ{'∞' if norm == 'inf' else norm} {method}", disable=not progress, unit="batch")
     for x, y in bar:
         radii.append(certified_radius(model, x, y, norm, method, target, eps_max, tol, rtol, generator=generator))
         with torch.no_grad():
