@@ -426,6 +426,19 @@ def finished_genotype(out_dir) -> Genotype:
     return load_genotype(Path(out_dir) / "genotype.json")
 
 
+def _search_halves(t: Tier, data_root, seed: int) -> tuple[TensorData, TensorData]:
+    """The (w, α) halves of the tier's search images, split by ``seed``."""
+    return search_split(load_dataset(t.dataset, True, data_root, t.search_limit), seed)
+
+
+def _fresh_supernet(t: Tier, config: SearchConfig, seed: int, data_root) -> SearchNetwork:
+    """The tier's search supernet for ``config``, initialised from ``seed``."""
+    info = dataset_info(t.dataset, data_root)
+    torch.manual_seed(seed)
+    return SearchNetwork(t.search_C, info.num_classes, t.search_layers, t.steps, t.multiplier, info.in_channels,
+                         mean=info.mean, std=info.std, partial_channels=config.partial_channels)
+
+
 def estimate_search_seconds(tier: str = "smoke", method: str = "darts", seed: int = 0, data_root=None,
                             probe_steps: int = 3, device=None, **config_overrides) -> dict:
     """How long ``run_search`` with these arguments takes on this machine, measured rather than
@@ -436,16 +449,13 @@ def estimate_search_seconds(tier: str = "smoke", method: str = "darts", seed: in
     if not isinstance(probe_steps, int) or probe_steps < 1:
         raise ValueError(f"probe_steps must be a positive integer, got {probe_steps!r}")
     t, config = _search_setup(tier, method, seed, dict(config_overrides))
-    train_half, val_half = search_split(load_dataset(t.dataset, True, data_root, t.search_limit), seed)
+    train_half, val_half = _search_halves(t, data_root, seed)
     steps_per_epoch = math.ceil(min(len(train_half), len(val_half)) / config.batch_size)
     if method == "random":
         return {"seconds": 0.0, "seconds_per_step": 0.0, "seconds_per_plain_step": 0.0,
                 "steps_per_epoch": steps_per_epoch, "epochs": 0}
     device = resolve_device(device)
-    info = dataset_info(t.dataset, data_root)
-    torch.manual_seed(seed)
-    model = SearchNetwork(t.search_C, info.num_classes, t.search_layers, t.steps, t.multiplier, info.in_channels,
-                          mean=info.mean, std=info.std, partial_channels=config.partial_channels).to(device).train()
+    model = _fresh_supernet(t, config, seed, data_root).to(device).train()
     searcher = _Searcher(model, config)
     pairs = list(zip(batches(train_half, config.batch_size, device=device),
                      batches(val_half, config.batch_size, device=device)))
@@ -486,11 +496,8 @@ def run_search(tier: str = "smoke", method: str = "darts", seed: int = 0, data_r
     run_config = search_run_config(t, config)
     if out_dir is None:
         out_dir = keyed_run_dir(t.name, "search", f"{run_name(config)}_seed{seed}", run_config)
-    info = dataset_info(t.dataset, data_root)
-    train_half, val_half = search_split(load_dataset(t.dataset, True, data_root, t.search_limit), seed)
-    torch.manual_seed(seed)
-    model = SearchNetwork(t.search_C, info.num_classes, t.search_layers, t.steps, t.multiplier,
-                          info.in_channels, mean=info.mean, std=info.std, partial_channels=config.partial_channels)
+    train_half, val_half = _search_halves(t, data_root, seed)
+    model = _fresh_supernet(t, config, seed, data_root)
     result = search(model.to(device), train_half, val_half, config, out_dir, resume, progress, run_config)
     model.cpu()
     return result
