@@ -570,6 +570,34 @@ def test_bad_inputs_give_clear_errors():
         output_bounds(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(72, 2)), x, 0.1)
 
 
+@pytest.mark.parametrize("bound", ["output", "margin"])
+def test_non_finite_or_unscaled_pixels_are_refused(bound):
+    """NaN / ±inf pixels and images in 0–255 (not pixel units) are refused with their own message,
+    whichever the method; with clip=None the same 0–255 images are bounded (the clip check refused them)."""
+    net = derived(0)
+    x, y = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1])
+
+    def bound_of(images, **kw):
+        if bound == "output":
+            return output_bounds(net, images, 0.01, **kw)
+        return margin_lower_bound(net, images, y, 0.01, **kw)
+
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        xb = x.clone()
+        xb[1, 0, 3, 4] = bad
+        for method in ("ibp", "crown-ibp", "crown"):
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                bound_of(xb, method=method)
+    for method in ("ibp", "crown-ibp", "crown"):
+        with pytest.raises(ValueError, match=r"outside the clip box \(0\.0, 1\.0\)"):
+            bound_of(x * 255, method=method)
+    with pytest.raises(ValueError, match="outside the clip box"):
+        bound_of(x * 255, norm=2)
+    unclipped = bound_of(x * 255, clip=None)  # the refusal above came from the clip-box check
+    assert all(bool(torch.isfinite(t).all()) for t in (unclipped if bound == "output" else (unclipped,)))
+    assert all(bool(torch.isfinite(t).all()) for t in ((bound_of(x),) if bound == "margin" else bound_of(x)))
+
+
 # ----------------------------------------------------------------------------- partial channels (PC-DARTS)
 @pytest.mark.parametrize("train", [False, True])
 def test_partial_channel_supernet_sound(train):
