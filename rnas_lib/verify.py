@@ -15,19 +15,22 @@ robust accuracy that every attack's accuracy must stay above) and ``average_cert
 The empirical side: ``falsify_margin`` and ``attack_radius`` (the smallest radius at which PGD
 succeeds, an upper bound of the true radius); ``certification_gap`` = certified / PGD radius.
 Certificates refuse a model in train mode (BatchNorm on the certified batch's own statistics)
-unless ``batch_statistics=True``.
+unless ``batch_statistics=True``, which certifies the network with BatchNorm fixed to the whole
+batch's statistics (``frozen_batch_statistics``), whichever samples a probe bounds.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from .attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm
-from .bounds import margin_lower_bound, trace
+from .bounds import _check_args, margin_lower_bound, trace
 from .data import TensorData, batches
 from .devices import model_device
 from .display import progress as progress_bar
@@ -69,6 +72,32 @@ def check_certifiable(model: nn.Module, batch_statistics: bool) -> None:
                          "first, or pass batch_statistics=True if that batch-dependent network is what you mean")
 
 
+def frozen_batch_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """An eval-mode copy of ``model`` whose BatchNorms normalise with the statistics of the batch x
+    (mean and biased variance, as train mode does): the network that a train-mode model applies to
+    x, held fixed over the ε-ball, so that every probe of a certificate bounds the same network
+    whichever samples it bounds."""
+    frozen = copy.deepcopy(model).train()
+    stats = {}
+
+    def record(m, inputs, output):
+        v = inputs[0]
+        stats[m] = (v.mean((0, 2, 3)), v.var((0, 2, 3), unbiased=False))
+
+    norms = [m for m in frozen.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    handles = [m.register_forward_hook(record) for m in norms]
+    try:
+        with torch.no_grad():
+            frozen(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for m in norms:
+        mean, var = stats[m]
+        m.running_mean, m.running_var, m.track_running_stats = mean.clone(), var.clone(), True
+    return frozen.eval()
+
+
 def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="inf", method="crown",
                      target: str = "untargeted", eps_max: float | None = None, tol: float = 1e-6,
                      rtol: float = 0.01, clip=(0.0, 1.0), relu_slope: str = "adaptive",
@@ -103,6 +132,9 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not eps_max > 0:
         raise ValueError(f"eps_max must be a positive number, got {eps_max!r}")
     check_certifiable(model, batch_statistics)
+    _check_args(x, 0.0, norm, method, clip, relu_slope)  # every sample, before any is found misclassified
+    if model.training:
+        model = frozen_batch_statistics(model, x)
     y = torch.as_tensor(y, device=x.device)
     with torch.no_grad():
         logits = trace(model, x).values[-1]
@@ -115,7 +147,7 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
             lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
                          alpha_steps, lo, growth=4.0)
         lo = _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-                     growth=2.0 if method in _CHEAPER else 4.0)
+                     growth=1.5 if method in _CHEAPER else 4.0)
         if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
             lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps)
         return torch.where(correct, lo, torch.zeros_like(lo))
@@ -132,38 +164,141 @@ _CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forwa
 
 def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
             growth):
-    """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,): probes grow by
-    ``growth`` from 1.5·lo (or eps_max/1024) until one fails, then bisect geometrically."""
-    hi = torch.full_like(lo, float(eps_max))
-    failed = torch.zeros_like(correct)
-    start = float(eps_max) / 1024
-    probe = torch.where(lo > 0, (1.5 * lo).clamp(max=float(eps_max)), torch.full_like(lo, start))
+    """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,), one ``_Bracket``
+    per sample; each round bounds the unfinished samples at their next probes together."""
+    brackets = [_Bracket(float(lo[b]), float(eps_max), growth, rtol, tol) for b in range(len(lo))]
     for _ in range(100):
-        active = correct & (hi - lo > torch.clamp(rtol * hi, min=tol)) & (lo < hi)
-        if not bool(active.any()):
+        i = [b for b in range(len(lo)) if bool(correct[b]) and not brackets[b].done()]
+        if not i:
             break
-        i = active.nonzero().squeeze(1)
-        m, r = _grouped_certificates(model, x, y, targets, i, probe[i], norm, method, clip, relu_slope, alpha_steps)
-        ok = m > 0
-        lo[i] = torch.where(ok, probe[i], torch.maximum(lo[i], r))
-        hi[i] = torch.where(ok, hi[i], probe[i])
-        failed[i] |= ~ok
-        grow = (growth * probe[i]).clamp(max=float(eps_max))
-        mid = torch.where(lo[i] > 0, (lo[i] * hi[i]).sqrt(), hi[i] / 4)
-        probe[i] = torch.where(failed[i], mid, grow)
-    return lo
+        probes = torch.tensor([brackets[b].next_probe() for b in i], dtype=lo.dtype, device=lo.device)
+        idx = torch.tensor(i, device=lo.device)
+        m, r = _grouped_certificates(model, x, y, targets, idx, probes, norm, method, clip, relu_slope, alpha_steps)
+        for b, p, mb, rb in zip(i, probes.tolist(), m.tolist(), r.tolist()):
+            brackets[b].record(p, mb, rb)
+    return torch.tensor([br.lo for br in brackets], dtype=lo.dtype, device=lo.device)
+
+
+class _Bracket:
+    """One sample's search for the radius where the margin bound m(ε) of a method crosses 0:
+    ``lo`` certified, ``hi`` a probe that failed (or eps_max), done when hi − lo ≤ max(rtol·hi, tol).
+
+    Probes grow by ``growth`` (from 1.5·lo, or eps_max/1024) until one fails. Once bracketed, the
+    crossing is estimated from the probes' margins (inverse quadratic interpolation through three
+    of them, else the chord of the two that bracket it), and the next probe is placed a fraction
+    0.4·rtol of the way past that estimate on the side of the bracket end that is farther from it,
+    so that a good estimate closes the bracket in two probes; a probe stays strictly inside the
+    bracket, and whenever two probes have not halved its (log) width the probe is the geometric
+    midpoint instead (as in Brent's method). While growing, the secant of the last two certified
+    probes (which overshoots a concave m(ε)) caps the next probe. A failed probe still certifies
+    the radius r < ε its own linear bound reaches (``margin_certificate``)."""
+
+    def __init__(self, lo: float, eps_max: float, growth: float, rtol: float, tol: float):
+        self.lo, self.hi, self.eps_max, self.growth, self.rtol, self.tol = lo, eps_max, eps_max, growth, rtol, tol
+        self.points: list[tuple[float, float]] = []  # (probe, margin bound there)
+        self.widths: list[float] = []  # log(hi / lo) after each probe once bracketed
+        self.failed = False
+
+    def done(self) -> bool:
+        return self.lo >= self.hi or self.hi - self.lo <= max(self.rtol * self.hi, self.tol)
+
+    def record(self, eps: float, m: float, r: float) -> None:
+        self.points.append((eps, m))
+        if m > 0:
+            self.lo = eps
+        else:
+            self.hi, self.lo, self.failed = eps, max(self.lo, min(r, eps)), True
+        if self.failed:
+            self.widths.append(math.log(self.hi / self.lo) if self.lo > 0 else math.inf)
+
+    def next_probe(self) -> float:
+        lo, hi = self.lo, self.hi
+        if not self.failed:
+            if not self.points:
+                return min(1.5 * lo, self.eps_max) if lo > 0 else self.eps_max / 1024
+            p = self.growth * self.points[-1][0]
+            ok = [q for q in self.points if q[1] > 0]
+            if len(ok) >= 2:
+                est = _crossing(ok[-2], ok[-1])
+                if est is not None:
+                    p = min(p, max(est * (1 + 0.4 * self.rtol), lo * (1 + 2 * self.rtol)))
+            return min(p, self.eps_max)
+        if lo <= 0:
+            return hi / 4
+        mid = math.sqrt(lo * hi)
+        stalled = len(self.widths) >= 3 and self.widths[-1] > 0.5 * self.widths[-3]
+        est = None if stalled else self._estimate()
+        if est is None or not lo < est < hi:
+            return mid
+        p = est * (1 + 0.4 * self.rtol) if hi / est > est / lo else est * (1 - 0.4 * self.rtol)
+        inner = 1 + 0.1 * self.rtol  # strictly inside the bracket
+        return min(max(p, lo * inner), hi / inner) if hi / lo > inner**2 else mid
+
+    def _estimate(self) -> float | None:
+        """The crossing of m(ε) through 0 estimated from the probes nearest to it on each side."""
+        pos = sorted(q for q in self.points if q[1] > 0)
+        neg = sorted(q for q in self.points if q[1] <= 0)
+        if not pos or not neg:
+            return None
+        a, b = pos[-1], neg[0]
+        third = [q for q in (pos[-2] if len(pos) > 1 else None, neg[1] if len(neg) > 1 else None) if q is not None]
+        if third:
+            c = min(third, key=lambda q: abs(q[1]))
+            est = _inverse_quadratic(a, b, c)
+            if est is not None and a[0] < est < b[0]:
+                return est
+        return _crossing(a, b)
+
+
+def _crossing(a, b) -> float | None:
+    """Where the line through the points (ε, m) a and b crosses m = 0 (None if it does not descend)."""
+    (ea, ma), (eb, mb) = a, b
+    if not (eb - ea) * (ma - mb) > 0:
+        return None
+    return ea + ma * (eb - ea) / (ma - mb)
+
+
+def _inverse_quadratic(a, b, c) -> float | None:
+    """ε at m = 0 of the quadratic ε(m) through three points (ε, m) with distinct m."""
+    (ea, ma), (eb, mb), (ec, mc) = a, b, c
+    if ma == mb or mb == mc or ma == mc:
+        return None
+    return (ea * mb * mc / ((ma - mb) * (ma - mc)) + eb * ma * mc / ((mb - ma) * (mb - mc))
+            + ec * ma * mb / ((mc - ma) * (mc - mb)))
 
 
 def _grouped_certificates(model, x, y, targets, i, eps, norm, method, clip, relu_slope, alpha_steps,
                           threshold: float = 0.0):
-    """``margin_certificate`` for the samples i, in groups of CROWN_GROUP for full CROWN."""
+    """``margin_certificate`` for the samples i: in one batch, or for full CROWN in groups of
+    CROWN_GROUP spread over torch's intra-op threads (each group then runs on one thread; small
+    per-image bounds parallelise better across images than inside one)."""
     from .bounds import margin_certificate
 
-    size = CROWN_GROUP if method in ("crown", "alpha-crown") else len(i)
-    parts = [margin_certificate(model, x[j], y[j], eps[k], norm, method, None if targets is None else targets[j],
-                                clip, relu_slope, alpha_steps, threshold)
-             for j, k in zip(i.split(size), torch.arange(len(i), device=i.device).split(size))]
+    def certify(j, k):
+        return margin_certificate(model, x[j], y[j], eps[k], norm, method, None if targets is None else targets[j],
+                                  clip, relu_slope, alpha_steps, threshold)
+
+    if method not in ("crown", "alpha-crown"):
+        return certify(i, slice(None))
+    groups = list(zip(i.split(CROWN_GROUP), torch.arange(len(i), device=i.device).split(CROWN_GROUP)))
+    workers = min(torch.get_num_threads(), len(groups))
+    if workers > 1 and x.device.type == "cpu":
+        with ThreadPoolExecutor(workers) as pool, _intra_op_threads(1):
+            parts = list(pool.map(lambda g: certify(*g), groups))
+    else:
+        parts = [certify(*g) for g in groups]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+@contextmanager
+def _intra_op_threads(n: int):
+    """torch's intra-op thread count set to n for the duration, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps):
@@ -276,6 +411,8 @@ def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
     i.e. no x' in the ball (∩ the clip box) is classified otherwise. ``recheck``: a float32
     certificate must also hold in float64 with a margin > RECHECK_MARGIN."""
     check_certifiable(model, batch_statistics)
+    if model.training:
+        model = frozen_batch_statistics(model, x)
     y = torch.as_tensor(y, device=x.device)
     with torch.no_grad():
         correct = trace(model, x).values[-1].argmax(1) == y

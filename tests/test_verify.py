@@ -174,9 +174,6 @@ def test_certified_radius_refuses_unscaled_pixels(model_and_data):
     assert (certified_radius(net, x, y, "inf", "crown-ibp")[:-1] > 0).any()  # the same call on good pixels
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="certified_radius does not check x before its trace: a NaN/inf sample gets NaN logits, "
-                          "counts as misclassified and gets radius 0 silently")
 def test_certified_radius_refuses_non_finite_pixels(model_and_data):
     net, x, y = model_and_data
     for bad in (float("nan"), float("inf")):
@@ -185,9 +182,6 @@ def test_certified_radius_refuses_non_finite_pixels(model_and_data):
                 certified_radius(net, _with_pixel(x, bad), y, "inf", method)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="certified_radius checks the clip box only inside the bounds of correctly classified "
-                          "samples: 0–255 images whose every label is wrong get radii 0 silently")
 def test_certified_radius_refuses_unscaled_pixels_whatever_the_labels(model_and_data):
     net, x, _ = model_and_data
     with torch.no_grad():
@@ -261,10 +255,6 @@ def test_batch_statistics_radii_are_sound_for_the_batch_statistics_network(model
     assert (attack(frozen, x[ok], y[ok], (50 * r[ok]).clamp(max=1.0), "inf") <= 0).any()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="certified_radius bounds each probe on the still-unfinished samples x[i] alone, so in "
-                          "train mode BatchNorm uses that subset's statistics, not the whole batch's: the returned "
-                          "radius is certified for another network")
 def test_batch_statistics_radii_are_certified_with_the_whole_batch_statistics(model_and_data):
     """Each radius r > 0 has a positive crown-ibp margin bound on the r-ball for the network whose
     BatchNorms hold the whole batch's statistics (as the docstring promises for every radius)."""
