@@ -358,3 +358,41 @@ def test_block_widths_name_every_block_and_crown_is_narrower(model_and_data):
     assert labels[0] == "stem" and labels[-1] == "logits" and len(labels) == 2 + len(net.cells)
     assert rows["crown"][0]["growth"] is None and all(r["growth"] > 0 for r in rows["crown"][1:])
     assert rows["crown"][-1]["mean_width"] < rows["ibp"][-1]["mean_width"]
+
+
+# ----------------------------------------------------------------------------- the radius search
+from rnas_lib.verify import _Bracket  # noqa: E402
+
+
+def _run_bracket(margin, lo=0.0, eps_max=1.0, growth=2.0, rtol=0.01, tol=1e-9):
+    """Drive one _Bracket against a margin function m(ε); a failed probe certifies nothing more."""
+    br, probes = _Bracket(lo, eps_max, growth, rtol, tol), []
+    while not br.done():
+        p = br.next_probe()
+        assert br.lo < p <= br.hi or (br.hi == eps_max and p == eps_max), (br.lo, p, br.hi)
+        probes.append(p)
+        br.record(p, margin(p), 0.0)
+        assert len(probes) < 100
+    return br, probes
+
+
+@pytest.mark.parametrize("root", [3e-5, 0.0123, 0.4])
+@pytest.mark.parametrize("shape", ["concave", "linear", "step"])
+def test_radius_search_brackets_the_crossing_to_its_resolution(root, shape):
+    """The search returns lo ≤ root < hi with hi − lo ≤ rtol·hi, for a smooth concave margin (like a
+    CROWN bound's), a linear one and a step (no information in the margins: the bisection fallback);
+    interpolation needs far fewer probes than plain geometric bisection would on smooth margins."""
+    margin = {"concave": lambda e: 10 * (1 - (e / root) ** 2), "linear": lambda e: 5 * (root - e) / root,
+              "step": lambda e: 1.0 if e <= root else -1.0}[shape]
+    br, probes = _run_bracket(margin)
+    assert br.lo <= root < br.hi and br.hi - br.lo <= 0.01 * br.hi, (br.lo, br.hi)
+    if shape != "step":
+        bisection = _run_bracket(lambda e: margin(e) if e <= root else -1.0)[1]  # margins without magnitude
+        assert len(probes) < len(bisection), (probes, bisection)
+
+
+def test_radius_search_from_a_certified_start_and_at_the_cap():
+    br, probes = _run_bracket(lambda e: 0.02 - e, lo=0.015)
+    assert probes[0] == pytest.approx(1.5 * 0.015) and 0.0198 <= br.lo <= 0.02 < br.hi
+    br, _ = _run_bracket(lambda e: 1.0, lo=0.3)  # certified everywhere: the cap eps_max
+    assert br.lo == 1.0
