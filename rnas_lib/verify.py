@@ -23,8 +23,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -107,12 +105,13 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     lower bound > 0 on the r-ball (r = 0 for a misclassified sample), and the smallest radius found
     not certifiable is at most max(tol, rtol·r) above it (r = eps_max if that is certified).
 
-    Search (per sample, vectorised): probes grow ×4 from a start until one fails, then go to the
-    geometric mean of the certified and the failed radius. A failed probe at ε still certifies the
+    Search (per sample, vectorised; ``_Bracket``): probes grow ×4 from a start until one fails, then
+    the crossing of the margin bound through 0 is interpolated from the probes' margins and the next
+    probe placed just past it (geometric bisection when that stalls). A failed probe at ε still certifies the
     radius r(ε) < ε at which its own linear bound (built for the ε-ball, so sound on every smaller
     ball) concretises to 0 (``rnas_lib.bounds.margin_certificate``), which narrows the bracket
     without another bound. For ``crown`` / ``alpha-crown`` the start is the ``crown-ibp`` radius
-    (cheap, itself a certificate) refined by the ``crown-forward`` radius, and probes grow ×2. Only
+    (cheap, itself a certificate) refined by the ``crown-forward`` radius, and probes grow ×1.5. Only
     unfinished samples are bounded at each probe.
     ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
     a sample that fails gets the radius that float64 bound certifies instead.
@@ -269,36 +268,14 @@ def _inverse_quadratic(a, b, c) -> float | None:
 
 def _grouped_certificates(model, x, y, targets, i, eps, norm, method, clip, relu_slope, alpha_steps,
                           threshold: float = 0.0):
-    """``margin_certificate`` for the samples i: in one batch, or for full CROWN in groups of
-    CROWN_GROUP spread over torch's intra-op threads (each group then runs on one thread; small
-    per-image bounds parallelise better across images than inside one)."""
+    """``margin_certificate`` for the samples i, in groups of CROWN_GROUP for full CROWN."""
     from .bounds import margin_certificate
 
-    def certify(j, k):
-        return margin_certificate(model, x[j], y[j], eps[k], norm, method, None if targets is None else targets[j],
-                                  clip, relu_slope, alpha_steps, threshold)
-
-    if method not in ("crown", "alpha-crown"):
-        return certify(i, slice(None))
-    groups = list(zip(i.split(CROWN_GROUP), torch.arange(len(i), device=i.device).split(CROWN_GROUP)))
-    workers = min(torch.get_num_threads(), len(groups))
-    if workers > 1 and x.device.type == "cpu":
-        with ThreadPoolExecutor(workers) as pool, _intra_op_threads(1):
-            parts = list(pool.map(lambda g: certify(*g), groups))
-    else:
-        parts = [certify(*g) for g in groups]
+    size = CROWN_GROUP if method in ("crown", "alpha-crown") else len(i)
+    parts = [margin_certificate(model, x[j], y[j], eps[k], norm, method, None if targets is None else targets[j],
+                                clip, relu_slope, alpha_steps, threshold)
+             for j, k in zip(i.split(size), torch.arange(len(i), device=i.device).split(size))]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-
-@contextmanager
-def _intra_op_threads(n: int):
-    """torch's intra-op thread count set to n for the duration, then restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps):
