@@ -14,6 +14,7 @@ from rnas_lib.genotypes import PUBLISHED
 from rnas_lib.network import Network
 from rnas_lib.verify import (TARGETS, average_certified_bound, ball_outputs, certified_mask, certified_radius,
                              falsify_margin, margins, target_classes)
+from test_bounds import frozen as frozen_copy  # the independent frozen-BatchNorm copy the bound tests use
 
 TOL = 2e-4
 EPS_MAX = {"inf": 0.2, 2: 0.8}
@@ -203,27 +204,6 @@ def test_dataset_certificates_refuse_a_train_mode_model(model_and_data):
     assert len(average_certified_bound(net, TensorData(x, y), "inf", "crown-ibp", n=2, progress=False)["radii"]) == 2
 
 
-def _frozen_batch_statistics(model, x):
-    """An eval-mode copy of a train-mode ``model`` whose BatchNorms hold the statistics of the clean
-    batch x: the network a batch_statistics=True certificate bounds (BN frozen over the ball)."""
-    ref = copy.deepcopy(model)
-    stats = {}
-
-    def hook(m, inputs, output):
-        v = inputs[0]
-        stats[m] = (v.mean((0, 2, 3)), v.var((0, 2, 3), unbiased=False))
-
-    handles = [m.register_forward_hook(hook) for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        ref.train()(x)
-    for h in handles:
-        h.remove()
-    for m, (mean, var) in stats.items():
-        m.running_mean.copy_(mean)
-        m.running_var.copy_(var)
-    return ref.eval()
-
-
 def _batch_statistics_case(model_and_data):
     """A train-mode copy of the fixture's network (labels: its train-mode predictions, the last one
     wrong), its frozen twin, and its batch_statistics=True crown-ibp radii."""
@@ -232,7 +212,7 @@ def _batch_statistics_case(model_and_data):
     with torch.no_grad():
         y = net(x).argmax(1)
     y[-1] = (y[-1] + 1) % 4
-    frozen = _frozen_batch_statistics(net, x)
+    frozen = frozen_copy(net, x)  # the network batch_statistics=True certifies: BN frozen over the ball
     with torch.no_grad():
         torch.testing.assert_close(frozen(x), net(x), rtol=0, atol=1e-10)  # the same network on x
         assert not torch.allclose(frozen(x), copy.deepcopy(net).eval()(x))  # ... which is not the eval-mode one
