@@ -116,22 +116,18 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
     a sample that fails gets the radius that float64 bound certifies instead.
     eps_max defaults to 1 for ℓ∞ (the whole [0, 1] box) and √(C·H·W) for ℓ2 (its diameter)."""
-    from .bounds import METHODS
-
     for name, v in (("tol", tol), ("rtol", rtol)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise ValueError(f"{name} must be a number ≥ 0 (the bracket's resolution), got {v!r}")
     if not (tol > 0 or rtol > 0):
         raise ValueError(f"tol and rtol cannot both be 0 (the search would never stop); got tol={tol!r}, rtol={rtol!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown bound method {method!r}; allowed: {', '.join(METHODS)}")
-    norm = check_norm(norm)
+    # method, norm, clip box and every pixel, before any sample is found misclassified
+    _, norm = _check_args(x, 0.0, norm, method, clip, relu_slope)
     if eps_max is None:
         eps_max = whole_box_radius(norm, x.shape[1:])
     if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not eps_max > 0:
         raise ValueError(f"eps_max must be a positive number, got {eps_max!r}")
     check_certifiable(model, batch_statistics)
-    _check_args(x, 0.0, norm, method, clip, relu_slope)  # every sample, before any is found misclassified
     if model.training:
         model = frozen_batch_statistics(model, x)
     y = torch.as_tensor(y, device=x.device)
