@@ -1304,15 +1304,25 @@ def implicit_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="in
     certified lower bound), differentiable in the model by the implicit function theorem:
         ρ = ε₀ + m(x, ε₀) / (−∂_ε m(x, ε₀)),   ∇ρ = −∇m / ∂_ε m   at m(x, ε*) = 0,
     ε₀ found by ``iters`` steps of geometric bisection on [eps_max·1e-6, eps_max] without gradient
-    (ρ is then the Newton step from ε₀, so ρ ≈ ε* to second order). Where the clean margin is
-    negative, ε₀ = 0 and ρ < 0 is the signed distance of the linearised bound: misclassified images
-    push the same way as certified ones. ∂_ε m is held constant in the gradient."""
+    (ρ is then the Newton step from ε₀, so ρ ≈ ε* to second order). Where the bound does not certify
+    eps_max·1e-6, the bracket is [ε_min, eps_max·1e-6] with ε_min = max(eps_max·1e-15, 8·(the dtype's
+    machine epsilon)): below a few ulps of a pixel the ball is lost in rounding, so float32 reaches
+    radii down to ~1e-6 and float64 down to ~1e-15. Where even ε_min is not certified
+    (a negative clean margin: misclassified), ε₀ = 0 and ρ < 0 is the signed distance of the
+    linearised bound: misclassified images push the same way as certified ones. ∂_ε m is held
+    constant in the gradient."""
     norm = check_norm(norm)
     with torch.no_grad():
         lo = torch.full((len(x),), eps_max * 1e-6, dtype=x.dtype, device=x.device)
         hi = torch.full_like(lo, float(eps_max))
         top = margin_lower_bound(model, x, y, hi, norm, method, clip=clip) > 0
         bottom = margin_lower_bound(model, x, y, lo, norm, method, clip=clip) > 0
+        eps_min = max(eps_max * 1e-15, 8 * torch.finfo(x.dtype).eps)
+        if not bottom.all() and eps_min < eps_max * 1e-6:  # radii below the first floor
+            low = margin_lower_bound(model, x, y, torch.full_like(lo, eps_min), norm, method, clip=clip) > 0
+            below = low & ~bottom
+            lo, hi = torch.where(below, eps_min, lo), torch.where(below, lo, hi)
+            bottom = bottom | below
         for _ in range(iters):
             mid = (lo * hi).sqrt()
             ok = margin_lower_bound(model, x, y, mid, norm, method, clip=clip) > 0

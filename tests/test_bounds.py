@@ -662,6 +662,35 @@ def test_implicit_radius_gradient_matches_finite_differences_of_the_bisected_rad
     torch.testing.assert_close(analytic, (radii[0] - radii[1]) / (2 * h), rtol=1e-5, atol=1e-9)
 
 
+def test_implicit_radius_below_the_first_floor_is_the_root_in_float64():
+    """Radii below eps_max·1e-6 (the tutorial demo network's CROWN-IBP radii are ~1e-8): the
+    bisection continues down to max(eps_max·1e-15, 8 ulps of 1), so ρ is still the root of the
+    margin bound and its gradient the implicit one."""
+    net = supernet(3, C=2, steps=2, train=False).double()
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    eps_max = 1e4  # the first floor, 1e-2, lies above every radius here
+    rho = bounds.implicit_radius(net, x, y, "inf", "crown-ibp", eps_max=eps_max, iters=60)
+    assert (rho > 0).all() and (rho < eps_max * 1e-6).all(), rho
+    with torch.no_grad():
+        torch.testing.assert_close(margin_lower_bound(net, x, y, rho.detach(), "inf", "crown-ibp"),
+                                   torch.zeros(3, dtype=torch.float64), atol=1e-9, rtol=0)
+    alpha = net.arch_parameters()[0]
+    d = torch.randn(alpha.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    analytic = torch.stack([torch.autograd.grad(rho[k], alpha, retain_graph=True)[0].mul(d).sum() for k in range(3)])
+    h, radii = 1e-6, []
+    for sign in (1, -1):
+        with torch.no_grad():
+            alpha += sign * h * d
+            radii.append(bounds.implicit_radius(net, x, y, "inf", "crown-ibp", eps_max=eps_max, iters=60))
+            alpha -= sign * h * d
+    torch.testing.assert_close(analytic, (radii[0] - radii[1]) / (2 * h), rtol=1e-4, atol=1e-12)
+    with torch.no_grad():  # float32 goes down to 8 ulps of 1 (~1e-6), below these radii
+        r32 = bounds.implicit_radius(copy.deepcopy(net).float(), x.float(), y, "inf", "crown-ibp", eps_max=eps_max)
+    torch.testing.assert_close(r32.double(), rho.detach(), rtol=1e-3, atol=0)
+
+
 def test_cb_radius_objective_is_the_mean_radius_over_eps():
     net = supernet(4, C=2, steps=2, train=True)
     x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
