@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm
-from .bounds import _check_args, margin_lower_bound, trace
+from .bounds import FORWARD_MAX_INPUTS, _check_args, margin_lower_bound, trace
 from .data import TensorData, batches
 from .devices import model_device
 from .display import progress as progress_bar
@@ -111,7 +111,8 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     radius r(ε) < ε at which its own linear bound (built for the ε-ball, so sound on every smaller
     ball) concretises to 0 (``rnas_lib.bounds.margin_certificate``), which narrows the bracket
     without another bound. For ``crown`` / ``alpha-crown`` the start is the ``crown-ibp`` radius
-    (cheap, itself a certificate) refined by the ``crown-forward`` radius, and probes grow ×1.5. Only
+    (cheap, itself a certificate) refined by the ``crown-forward`` radius, and probes grow ×1.5
+    (above FORWARD_MAX_INPUTS pixels, where crown-forward is costly, from crown-ibp's, ×4). Only
     unfinished samples are bounded at each probe.
     ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
     a sample that fails gets the radius that float64 bound certifies instead.
@@ -138,11 +139,13 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
         targets = target_classes(logits, y, target, generator)
         correct = logits.argmax(1) == y
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        for cheap in _CHEAPER.get(method, ()):  # certified starts from cheaper bounds
+        # certified starts from cheaper bounds; crown-forward only where it is cheap (as crown itself uses it)
+        starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or x[0].numel() <= FORWARD_MAX_INPUTS]
+        for cheap in starts:
             lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
                          alpha_steps, lo, growth=4.0)
         lo = _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-                     growth=1.5 if method in _CHEAPER else 4.0)
+                     growth=1.5 if "crown-forward" in starts else 4.0)
         if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
             lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps)
         return torch.where(correct, lo, torch.zeros_like(lo))

@@ -321,6 +321,29 @@ def test_float32_radii_are_rechecked_in_float64():
     assert (m64 > 0).all()
 
 
+@pytest.mark.parametrize("side, forward_start", [(16, True), (17, False)])
+def test_full_crown_starts_from_crown_forward_only_on_small_inputs(monkeypatch, side, forward_start):
+    """crown's search starts from the crown-ibp radius refined by crown-forward's up to
+    FORWARD_MAX_INPUTS = 256 pixels (crown uses forward-mode bounds there too); above, where
+    crown-forward carries every pixel through every neuron, from crown-ibp's alone. The radii are
+    certificates either way."""
+    from rnas_lib import verify
+
+    searched = []
+    search = verify._search
+    monkeypatch.setattr(verify, "_search", lambda *a, **k: searched.append(a[6]) or search(*a, **k))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).double()
+    x = torch.rand(3, 1, side, side, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    net(x)
+    net.eval()
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    r = certified_radius(net, x, y, "inf", "crown", eps_max=0.5)
+    assert searched == (["crown-ibp", "crown-forward", "crown"] if forward_start else ["crown-ibp", "crown"])
+    assert (r > 0).all() and (attack(net, x, y, r, "inf") > 0).all()
+
+
 def test_pgd_radius_bounds_every_certificate_from_above(model_and_data):
     net, x, y = model_and_data
     certified = certified_radius(net, x, y, "inf", "crown", eps_max=EPS_MAX["inf"])
