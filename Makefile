@@ -13,6 +13,8 @@ STUDY ?= studies/smoke.yaml
 SWEEP_ARGS ?=
 # one BLAS/OpenMP thread per process: pytest workers and notebook kernels share two cores
 export OMP_NUM_THREADS ?= 1
+# the workbook runs one notebook at a time: its kernel gets every core
+WORKBOOK_THREADS ?= $(shell nproc)
 
 .PHONY: setup workbook test lab bench sweep clean
 
@@ -27,7 +29,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 workbook: $(STAMP)
-	$(PY) ci/run_notebooks.py --tier $(TIER)
+	OMP_NUM_THREADS=$(WORKBOOK_THREADS) $(PY) ci/run_notebooks.py --tier $(TIER)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
