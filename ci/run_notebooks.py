@@ -26,7 +26,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="notebook number prefixes, e.g. 05 06")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a parameter for every notebook; VALUE is read as JSON when it parses, else as a string")
-    parser.add_argument("--times", type=Path, default=None, help="the Markdown table of the times (default runs/<tier>/workbook_times.md)")
+    parser.add_argument("--times", type=Path, default=None,
+                        help="the Markdown table of the times (default runs/<tier>/workbook_times.md)")
     args = parser.parse_args()
     parameters = {}
     for name, value in args.p:

@@ -51,11 +51,10 @@ TIERS = {
     # settles (within one of its 16 choices over the last epochs), where 6 epochs at 3e-4 left α
     # within 1e-3 of uniform and the genotype changing at every epoch (README, notebook 05).
     "smoke": Tier("smoke", "digits", 4, 3, 20, 128, None, 8, 3, 15, 64, None, None, search_lr_alpha=0.03),
-    # tutorial: sized for a class on a 2-core laptop (the whole workbook in about 2 h, one darts and one
-    # dsrna_cb search included). Measured on 2 cores: a search step takes 2.5 s (darts) and 7.6 s
-    # (dsrna_cb), a training step 1.6 s, so 10 epochs × 16 steps of the search (2,000 images, halves
-    # of 1,000) take about 7 and 20 minutes and a network's 3 epochs on 6,000 images about 4. α's
-    # learning rate is the smoke tier's, for the same reason (160 α steps, not DARTS' 19,500).
+    # tutorial: sized for a class on a 2-core laptop. Measured there (README): 10 epochs × 16 steps of
+    # the search (2,000 images, halves of 1,000) take 15 min for dsrna_cb and 5 for darts, a network's
+    # 3 epochs on 6,000 images about 4 min (97-98 % test accuracy), the whole workbook about an hour.
+    # α's learning rate is the smoke tier's, for the same reason (160 α steps, not DARTS' 19,500).
     "tutorial": Tier("tutorial", "mnist", 8, 5, 10, 64, 2000, 16, 8, 3, 128, 6000, 2000, search_lr_alpha=0.03),
     "paper": Tier("paper", "cifar10", 16, 8, 50, 64, None, 36, 20, 600, 96, None, None, train_recipe="darts"),
 }
