@@ -727,6 +727,13 @@ NONLINEAR = (_ReLU, _MaxPool)
 #: forward-mode linear bounds carry one row per input pixel through every node: used up to this
 #: input size (8×8 digits: 64 rows, far fewer than the undecided neurons of a deep cell)
 FORWARD_MAX_INPUTS = 256
+
+
+def forward_mode_affordable(x: torch.Tensor) -> bool:
+    """Whether forward-mode linear bounds are used for a batch ``x`` (crown's intermediate bounds,
+    the start of its radius search): each sample has at most FORWARD_MAX_INPUTS pixels."""
+    return x[0].numel() <= FORWARD_MAX_INPUTS
+
 #: bytes that one chunk of intermediate CROWN rows may use per live coefficient tensor
 ROW_BUDGET = 256 * 2**20
 
@@ -847,7 +854,7 @@ class _Bounder:
         last = max(self.consumers)
         last_use = {k: i for i in range(1, last + 1) for k in g.inputs[i]}
         if forward is None:
-            forward = self.x[0].numel() <= FORWARD_MAX_INPUTS
+            forward = forward_mode_affordable(self.x)
         lin = {0: self._input_linear()} if forward else {}
         for j in range(1, last + 1):
             if forward:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm
-from .bounds import FORWARD_MAX_INPUTS, _check_args, margin_lower_bound, trace
+from .bounds import _check_args, forward_mode_affordable, margin_lower_bound, trace
 from .data import TensorData, batches
 from .devices import model_device
 from .display import progress as progress_bar
@@ -140,7 +140,7 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
         correct = logits.argmax(1) == y
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
         # certified starts from cheaper bounds; crown-forward only where it is cheap (as crown itself uses it)
-        starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or x[0].numel() <= FORWARD_MAX_INPUTS]
+        starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_affordable(x)]
         for cheap in starts:
             lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
                          alpha_steps, lo, growth=4.0)

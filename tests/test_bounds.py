@@ -662,7 +662,7 @@ def test_implicit_radius_gradient_matches_finite_differences_of_the_bisected_rad
     torch.testing.assert_close(analytic, (radii[0] - radii[1]) / (2 * h), rtol=1e-5, atol=1e-9)
 
 
-def test_implicit_radius_below_the_first_floor_is_the_root_in_float64():
+def test_implicit_radius_below_the_first_floor_is_the_root():
     """Radii below eps_max·1e-6 (the tutorial demo network's CROWN-IBP radii are ~1e-8): the
     bisection continues down to max(eps_max·1e-15, 8 ulps of 1), so ρ is still the root of the
     margin bound and its gradient the implicit one."""
