@@ -28,12 +28,14 @@ Methods
                linear bounds: every node carries a lower and an upper linear function of the input
                (pushed through affine nodes as centre ± radius, through ReLU / max pool by their
                relaxations), concretised on the ball and intersected with the intervals. Its cost
-               grows with the number of input pixels, not of neurons: cheap at 8×8.
-``crown``      full CROWN: the intermediate bounds of ``crown-forward`` (up to FORWARD_MAX_INPUTS
-               pixels) refined, for every neuron whose relaxation they leave undecided (unstable ReLU
-               inputs, candidates of undominated max-pool windows), by a CROWN backward pass to the
-               input; stable neurons are relaxed exactly whatever their bounds. Cost ∝ number of
-               undecided neurons × depth.
+               grows with the number of input pixels, not of neurons: a fraction of a second at
+               8×8, seconds at 28×28.
+``crown``      full CROWN: the intermediate bounds of ``crown-forward`` (where they fit in
+               FORWARD_MEMORY; else the intervals) refined, for every neuron whose relaxation they
+               leave undecided and a tighter bound could decide (unstable ReLU inputs, candidates of
+               undominated max-pool windows with a unique maximum at x), by a CROWN backward pass to
+               the input; stable neurons are relaxed exactly whatever their bounds. Cost ∝ number
+               of undecided neurons × depth.
 ``alpha-crown``  ``crown`` with the lower ReLU slopes of the final pass optimised per specification
                row (projected Adam on the bound; every slope in [0, 1] is sound).
 The final margin bound of every method is the larger of its linear bound and the IBP bound on the
@@ -724,15 +726,23 @@ def _trace_reference_cell(g: BoundGraph, cell: ReferenceCell, s0: int, s1: int, 
 
 # --------------------------------------------------------------------------- bound propagation
 NONLINEAR = (_ReLU, _MaxPool)
-#: forward-mode linear bounds carry one row per input pixel through every node: used up to this
-#: input size (8×8 digits: 64 rows, far fewer than the undecided neurons of a deep cell)
+#: memory that forward-mode linear bounds may take. They carry one row per input pixel through every
+#: node: about FORWARD_COPIES live copies of the widest node (measured: 0.5 GB at 28×28, C=8, whose
+#: widest node holds 25,088 neurons). At 28×28 one probe costs seconds and leaves CROWN a few hundred
+#: undecided neurons where the intervals leave thousands (benchmarks/bench_verify.py --tutorial).
+FORWARD_MEMORY = 4 * 2**30
+FORWARD_COPIES = 8
+#: the notebooks' threshold for their default certification method: up to this many pixels (8×8
+#: digits) crown-forward takes well under a second per image on a CPU; above it (28×28 MNIST), tens
+#: of seconds, so they certify with crown-ibp
 FORWARD_MAX_INPUTS = 256
 
 
-def forward_mode_affordable(x: torch.Tensor) -> bool:
-    """Whether forward-mode linear bounds are used for a batch ``x`` (crown's intermediate bounds,
-    the start of its radius search): each sample has at most FORWARD_MAX_INPUTS pixels."""
-    return x[0].numel() <= FORWARD_MAX_INPUTS
+def forward_mode_images(g: BoundGraph) -> int:
+    """How many images of the traced network ``g`` forward-mode linear bounds can carry at once within
+    FORWARD_MEMORY (0: not even one; crown then starts from the intervals and backward passes alone)."""
+    per_image = g.values[0][0].numel() * max(v[0].numel() for v in g.values) * g.values[0].element_size()
+    return int(FORWARD_MEMORY // (FORWARD_COPIES * per_image))
 
 #: bytes that one chunk of intermediate CROWN rows may use per live coefficient tensor
 ROW_BUDGET = 256 * 2**20
@@ -841,7 +851,8 @@ class _Bounder:
            the input x' (Λ̲·x' + β̲ ≤ node ≤ Λ̄·x' + β̄), pushed through affine nodes as a centre and
            radius, L·(Λ̲+Λ̄)/2 ∓ |L|·(Λ̄−Λ̲)/2, and through ReLU / max pool by their relaxations; its
            cost grows with the input dimension n, not with the number of neurons, so it is used
-           when ``forward`` is True or (None) when n ≤ FORWARD_MAX_INPUTS;
+           when ``forward`` is True or (None) when the batch fits in FORWARD_MEMORY
+           (``forward_mode_images``);
         3. (``refine``) backward CROWN passes for the neurons whose relaxation is still undecided
            — unstable ReLU inputs (l < 0 < u) and the candidates of max-pool windows that no input
            is known to dominate (stable neurons are relaxed exactly whatever their bounds). The
@@ -854,7 +865,7 @@ class _Bounder:
         last = max(self.consumers)
         last_use = {k: i for i in range(1, last + 1) for k in g.inputs[i]}
         if forward is None:
-            forward = forward_mode_affordable(self.x)
+            forward = len(self.x) <= forward_mode_images(g)
         lin = {0: self._input_linear()} if forward else {}
         for j in range(1, last + 1):
             if forward:
@@ -878,13 +889,18 @@ class _Bounder:
                 del lin[j]
 
     def _undecided(self, z, l, u) -> torch.Tensor:
+        """The neurons of node z whose relaxation [l, u] leaves open and a tighter bound could close.
+        No bound is tighter than the clean value v, so a ReLU input with v = 0 or a max-pool window
+        whose maximum is tied at x (MNIST's constant background) stays open whatever is spent on
+        it, and is not refined."""
         need = torch.zeros_like(l, dtype=torch.bool)
+        v = self.g.values[z].detach()
         for i in self.consumers[z]:
             op = self.g.ops[i]
             if isinstance(op, _ReLU):
-                need |= (l < 0) & (u > 0)
+                need |= (l < 0) & (u > 0) & (v != 0)
             else:
-                need |= _maxpool_undecided(op, l, u)
+                need |= _maxpool_undecided(op, l, u, v)
         return need
 
     def crown_bounds(self, z: int, need: torch.Tensor, linear: bool = False) -> tuple:
@@ -1166,14 +1182,18 @@ def _maxpool_relaxation(op: _MaxPool, l, u):
     return rows * W + cols, c.unsqueeze(1), (H, W)
 
 
-def _maxpool_undecided(op: _MaxPool, l, u) -> torch.Tensor:
-    """In each window whose maximum no input is known to attain (max_{i≠j} u_i > l_j, j = argmax l),
-    the inputs that decide its relaxation: j and every i with u_i > l_j."""
+def _maxpool_undecided(op: _MaxPool, l, u, v) -> torch.Tensor:
+    """In each window whose maximum no input is known to attain (max_{i≠j} u_i > l_j, j = argmax l)
+    but one input attains alone at the clean point v (so tighter bounds could decide it), the
+    inputs that decide its relaxation: j and every i with u_i > l_j."""
     B, C, H, W = l.shape
     lw, uw = _windows(op, l), _windows(op, u)
+    if lw.shape[2] < 2:  # 1×1 windows: the identity, nothing to decide
+        return torch.zeros_like(l, dtype=torch.bool)
     j = lw.argmax(2, keepdim=True)
     lj = lw.gather(2, j)
-    open_ = uw.scatter(2, j, -math.inf).amax(2, keepdim=True) > lj  # (B, C, 1, L)
+    top2 = _windows(op, v).topk(2, dim=2).values
+    open_ = (uw.scatter(2, j, -math.inf).amax(2, keepdim=True) > lj) & (top2[:, :, :1] > top2[:, :, 1:])  # (B, C, 1, L)
     candidate = open_ & ((uw > lj) | (torch.arange(lw.shape[2], device=l.device).view(1, 1, -1, 1) == j))
     cover = F.fold(candidate.to(l.dtype).reshape(B, -1, lw.shape[3]), (H, W), op.k, padding=op.p, stride=op.s)
     return cover > 0

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm
-from .bounds import _check_args, forward_mode_affordable, margin_lower_bound, trace
+from .bounds import _check_args, forward_mode_images, trace
 from .data import TensorData, batches
 from .devices import model_device
 from .display import progress as progress_bar
@@ -112,8 +112,9 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     ball) concretises to 0 (``rnas_lib.bounds.margin_certificate``), which narrows the bracket
     without another bound. For ``crown`` / ``alpha-crown`` the start is the ``crown-ibp`` radius
     (cheap, itself a certificate) refined by the ``crown-forward`` radius, and probes grow ×1.5
-    (above FORWARD_MAX_INPUTS pixels, where crown-forward is costly, from crown-ibp's, ×4). Only
-    unfinished samples are bounded at each probe.
+    (where forward-mode bounds do not fit in memory, ``bounds.forward_mode_images``, from
+    crown-ibp's, ×4). Only unfinished samples are bounded at each probe: one image at a time for
+    crown, as many as fit in memory for crown-forward, all together for the others.
     ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
     a sample that fails gets the radius that float64 bound certifies instead.
     eps_max defaults to 1 for ℓ∞ (the whole [0, 1] box) and √(C·H·W) for ℓ2 (its diameter)."""
@@ -133,21 +134,23 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
         model = frozen_batch_statistics(model, x)
     y = torch.as_tensor(y, device=x.device)
     with torch.no_grad():
-        logits = trace(model, x).values[-1]
+        graph = trace(model, x)
+        logits = graph.values[-1]
         if y.shape != (x.shape[0],):
             raise ValueError(f"y must hold one label per sample, shape ({x.shape[0]},), got {tuple(y.shape)}")
         targets = target_classes(logits, y, target, generator)
         correct = logits.argmax(1) == y
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        # certified starts from cheaper bounds; crown-forward only where it is cheap (as crown itself uses it)
-        starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_affordable(x)]
+        # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
+        starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
         for cheap in starts:
             lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
-                         alpha_steps, lo, growth=4.0)
+                         alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph))
         lo = _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-                     growth=1.5 if "crown-forward" in starts else 4.0)
+                     growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph))
         if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
-            lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps)
+            lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps,
+                          _group_size(method, graph, torch.float64))
         return torch.where(correct, lo, torch.zeros_like(lo))
 
 
@@ -155,15 +158,27 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
 #: of undecided neurons in the group, which varies several-fold between images, so one at a time
 #: wastes least (benchmarks/bench_verify.py)
 CROWN_GROUP = 1
+def _group_size(method: str, graph, dtype: torch.dtype | None = None) -> int:
+    """Samples of the traced batch ``graph`` bounded together (in ``dtype``, default the trace's):
+    CROWN_GROUP for full CROWN, as many as forward-mode bounds fit in memory for crown-forward (at
+    least one: it was asked for), the whole batch for the others."""
+    if method in ("crown", "alpha-crown"):
+        return CROWN_GROUP
+    if method == "crown-forward":
+        scale = 1 if dtype is None else torch.finfo(dtype).bits // torch.finfo(graph.values[0].dtype).bits
+        return max(1, forward_mode_images(graph) // scale)
+    return len(graph.values[0])
+
+
 #: the cheaper bounds whose radii start the search of an expensive one (each radius is a certificate)
 _CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forward"),
             "alpha-crown": ("crown-ibp", "crown-forward")}
 
 
 def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-            growth):
+            growth, group):
     """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,), one ``_Bracket``
-    per sample; each round bounds the unfinished samples at their next probes together."""
+    per sample; each round bounds the unfinished samples at their next probes, ``group`` at a time."""
     brackets = [_Bracket(float(lo[b]), float(eps_max), growth, rtol, tol) for b in range(len(lo))]
     for _ in range(100):
         i = [b for b in range(len(lo)) if bool(correct[b]) and not brackets[b].done()]
@@ -171,7 +186,8 @@ def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, cli
             break
         probes = torch.tensor([brackets[b].next_probe() for b in i], dtype=lo.dtype, device=lo.device)
         idx = torch.tensor(i, device=lo.device)
-        m, r = _grouped_certificates(model, x, y, targets, idx, probes, norm, method, clip, relu_slope, alpha_steps)
+        m, r = _grouped_certificates(model, x, y, targets, idx, probes, norm, method, clip, relu_slope, alpha_steps,
+                                     group)
         for b, p, mb, rb in zip(i, probes.tolist(), m.tolist(), r.tolist()):
             brackets[b].record(p, mb, rb)
     return torch.tensor([br.lo for br in brackets], dtype=lo.dtype, device=lo.device)
@@ -265,24 +281,24 @@ def _inverse_quadratic(a, b, c) -> float | None:
             + ec * ma * mb / ((mc - ma) * (mc - mb)))
 
 
-def _grouped_certificates(model, x, y, targets, i, eps, norm, method, clip, relu_slope, alpha_steps,
+def _grouped_certificates(model, x, y, targets, i, eps, norm, method, clip, relu_slope, alpha_steps, size,
                           threshold: float = 0.0):
-    """``margin_certificate`` for the samples i, in groups of CROWN_GROUP for full CROWN."""
+    """``margin_certificate`` for the samples i, ``size`` at a time."""
     from .bounds import margin_certificate
 
-    size = CROWN_GROUP if method in ("crown", "alpha-crown") else len(i)
     parts = [margin_certificate(model, x[j], y[j], eps[k], norm, method, None if targets is None else targets[j],
                                 clip, relu_slope, alpha_steps, threshold)
              for j, k in zip(i.split(size), torch.arange(len(i), device=i.device).split(size))]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps):
-    """Radii ``lo`` re-verified in float64 (margin > RECHECK_MARGIN), else the float64-certified r."""
+def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps, group):
+    """Radii ``lo`` re-verified in float64 (margin > RECHECK_MARGIN), ``group`` samples at a time,
+    else the float64-certified r."""
     model64 = copy.deepcopy(model).double()
     i = (lo > 0).nonzero().squeeze(1)
     m, r = _grouped_certificates(model64, x.double(), y, targets, i, lo[i].double(), norm, method, clip, relu_slope,
-                                 alpha_steps, threshold=RECHECK_MARGIN)
+                                 alpha_steps, group, threshold=RECHECK_MARGIN)
     lo = lo.clone()
     lo[i] = torch.where(m > RECHECK_MARGIN, lo[i], r.to(lo.dtype).clamp(max=lo[i]))
     return lo
@@ -386,18 +402,27 @@ def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
     """(B,) bool: x is classified as y and the margin lower bound over the ε-ball is positive,
     i.e. no x' in the ball (∩ the clip box) is classified otherwise. ``recheck``: a float32
     certificate must also hold in float64 with a margin > RECHECK_MARGIN."""
+    eps, norm = _check_args(x, eps, norm, method, clip, relu_slope)
+    eps = eps.view(-1)
     check_certifiable(model, batch_statistics)
     if model.training:
         model = frozen_batch_statistics(model, x)
     y = torch.as_tensor(y, device=x.device)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must hold one label per sample, shape ({x.shape[0]},), got {tuple(y.shape)}")
     with torch.no_grad():
-        correct = trace(model, x).values[-1].argmax(1) == y
-        ok = correct & (margin_lower_bound(model, x, y, eps, norm, method, clip=clip, relu_slope=relu_slope) > 0)
+        graph = trace(model, x)
+        ok = graph.values[-1].argmax(1) == y
+        i = ok.nonzero().squeeze(1)
+        if len(i):
+            m, _ = _grouped_certificates(model, x, y, None, i, eps[i], norm, method, clip, relu_slope, 20,
+                                         _group_size(method, graph))
+            ok[i] = m > 0
         if recheck and x.dtype != torch.float64 and bool(ok.any()):
             i = ok.nonzero().squeeze(1)
-            eps_i = torch.as_tensor(eps, dtype=torch.float64, device=x.device).expand(len(x))[i]
-            m, _ = _grouped_certificates(copy.deepcopy(model).double(), x.double(), y, None, i, eps_i, norm, method,
-                                         clip, relu_slope, 20, threshold=RECHECK_MARGIN)
+            m, _ = _grouped_certificates(copy.deepcopy(model).double(), x.double(), y, None, i, eps[i].double(), norm,
+                                         method, clip, relu_slope, 20, _group_size(method, graph, torch.float64),
+                                         threshold=RECHECK_MARGIN)
             ok[i] = m > RECHECK_MARGIN
     return ok
 

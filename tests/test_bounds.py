@@ -238,9 +238,10 @@ def test_supernet_sound_crown(train):
 
 @pytest.mark.parametrize("norm", ["inf", 2])
 def test_crown_without_forward_mode_is_sound(norm, monkeypatch):
-    """Above FORWARD_MAX_INPUTS pixels (MNIST, CIFAR) CROWN's intermediate bounds come from the
-    refined intervals and backward passes alone: sound on supernets and derived networks too."""
-    monkeypatch.setattr(bounds, "FORWARD_MAX_INPUTS", 0)
+    """Where forward-mode bounds do not fit in FORWARD_MEMORY (CIFAR at paper size) CROWN's
+    intermediate bounds come from the refined intervals and backward passes alone: sound on
+    supernets and derived networks too."""
+    monkeypatch.setattr(bounds, "FORWARD_MEMORY", 0)
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(7))
     y = torch.tensor([1, 3])
     for model in (supernet(12, C=2, steps=2), derived(13, ALL_OPS)):
@@ -398,6 +399,20 @@ def test_maxpool_relaxation_brackets_the_max():
         zj = z.flatten(2).gather(2, idx)
         m = op.forward(z).flatten(2)
         assert (zj <= m + 1e-12).all() and (m <= zj + c[:, 0] + 1e-12).all()
+
+
+def test_crown_refines_only_relaxations_a_tighter_bound_could_decide():
+    """A 2×2 max-pool window is refined (its argmax j by l and every i with u_i > l_j) only when one
+    input attains its maximum alone at the clean point; a window tied at x (a constant background)
+    and a ReLU input that is 0 at x stay open under any bound, so CROWN spends nothing on them."""
+    op = bounds._MaxPool(2, 2, 0)
+    v = torch.tensor([[[[1.0, 0.9, 0.5, 0.5], [0.1, 0.0, 0.5, 0.5]]]])  # left window: unique max; right: a tie
+    l, u = v - 0.15, v + 0.15
+    need = bounds._maxpool_undecided(op, l, u, v)
+    assert need.tolist() == [[[[True, True, False, False], [False, False, False, False]]]]
+    g = bounds.trace(nn.Sequential(nn.ReLU()), v)
+    bd = bounds._Bounder(g, torch.full((1, 1, 1, 1), 0.1), "inf", None, "adaptive")
+    assert bd._undecided(0, l, u).tolist() == [[[[False, False, False, False], [True, False, False, False]]]]
 
 
 # ----------------------------------------------------------------------------- tightness

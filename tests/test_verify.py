@@ -323,21 +323,20 @@ def test_float32_radii_are_rechecked_in_float64():
 
 
 @pytest.mark.parametrize("forward_start", [True, False])
-def test_full_crown_starts_from_crown_forward_only_on_small_inputs(monkeypatch, forward_start):
-    """crown's search starts from the crown-ibp radius refined by crown-forward's up to
-    FORWARD_MAX_INPUTS = 256 pixels (crown uses forward-mode bounds there too); above, where
-    crown-forward carries every pixel through every neuron, from crown-ibp's alone. The radii are
-    certificates either way."""
-    from rnas_lib import verify
-    from rnas_lib.bounds import FORWARD_MAX_INPUTS
+def test_full_crown_starts_from_crown_forward_only_where_it_fits(monkeypatch, forward_start):
+    """crown's search starts from the crown-ibp radius refined by crown-forward's where forward-mode
+    bounds fit in FORWARD_MEMORY (crown uses them there too); elsewhere from crown-ibp's alone. The
+    radii are certificates either way."""
+    from rnas_lib import bounds, verify
 
-    side = math.isqrt(FORWARD_MAX_INPUTS) + (0 if forward_start else 1)  # 16×16 = 256 pixels, 17×17 above
+    if not forward_start:
+        monkeypatch.setattr(bounds, "FORWARD_MEMORY", 0)
     searched = []
     search = verify._search
     monkeypatch.setattr(verify, "_search", lambda *a, **k: searched.append(a[6]) or search(*a, **k))
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).double()
-    x = torch.rand(3, 1, side, side, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.rand(3, 1, 9, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     net(x)
     net.eval()
     with torch.no_grad():
@@ -345,6 +344,36 @@ def test_full_crown_starts_from_crown_forward_only_on_small_inputs(monkeypatch, 
     r = certified_radius(net, x, y, "inf", "crown", eps_max=0.5)
     assert searched == (["crown-ibp", "crown-forward", "crown"] if forward_start else ["crown-ibp", "crown"])
     assert (r > 0).all() and (attack(net, x, y, r, "inf") > 0).all()
+
+
+def test_crown_forward_bounds_as_many_images_at_once_as_fit_in_memory(monkeypatch):
+    """forward_mode_images = FORWARD_MEMORY // (FORWARD_COPIES · pixels · widest node · bytes); crown-forward
+    certifies (radius and mask, float32 and the float64 recheck) in groups of that many images,
+    and every result is the one of the whole batch at once."""
+    from rnas_lib import bounds, verify
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).float().eval()
+    x = torch.rand(5, 1, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    net(x)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    per_image = 36 * 108 * 4  # pixels · widest node (3·6·6) · float32 bytes
+    assert bounds.forward_mode_images(bounds.trace(net, x)) == bounds.FORWARD_MEMORY // (bounds.FORWARD_COPIES * per_image)
+    whole = certified_radius(net, x, y, "inf", "crown-forward", eps_max=0.5)
+    whole_mask = verify.certified_mask(net, x, y, whole * 0.9, "inf", "crown-forward")
+    monkeypatch.setattr(bounds, "FORWARD_MEMORY", 2 * bounds.FORWARD_COPIES * per_image)  # 2 images in float32
+    sizes = []
+    certificate = bounds.margin_certificate
+    monkeypatch.setattr(bounds, "margin_certificate", lambda m, xs, y, eps, norm, method, *a: sizes.append(
+        (len(xs), xs.dtype, method)) or certificate(m, xs, y, eps, norm, method, *a))
+    grouped = certified_radius(net, x, y, "inf", "crown-forward", eps_max=0.5)
+    forward = [(s, dt) for s, dt, method in sizes if method == "crown-forward"]
+    assert {s for s, dt in forward if dt == torch.float32} == {1, 2} and {s for s, dt in forward if dt == torch.float64} == {1}
+    assert torch.allclose(grouped, whole, rtol=1e-5, atol=0)
+    sizes.clear()
+    assert torch.equal(verify.certified_mask(net, x, y, whole * 0.9, "inf", "crown-forward"), whole_mask)
+    assert max(s for s, _, _ in sizes) == 2 and whole_mask.any()
 
 
 def test_pgd_radius_bounds_every_certificate_from_above(model_and_data):
