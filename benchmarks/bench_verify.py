@@ -7,12 +7,14 @@
    true radius); the certification gap (certified / PGD radius, per image, then averaged); and the
    ratios crown / crown-ibp.
 2. ``--tutorial``: DARTS_V2 at tutorial size (MNIST 28×28, C=16, 8 cells), trained for
-   ``--tutorial-epochs`` on 6000 MNIST training images under the data root, the first ``--n`` test
-   images, ℓ∞: crown-ibp and crown radii, wall time and the process's peak resident memory.
+   ``--tutorial-epochs`` on 6000 MNIST training images under the data root, ℓ∞: the crown-ibp radii
+   of the first ``--n`` test images, the crown-forward and crown radii of the first
+   ``--tutorial-crown-n``, each with its wall time, the PGD radius and the certification gap, and
+   the process's peak resident memory.
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--methods crown-ibp crown]
-                                         [--norms inf 2] [--tutorial] [--skip-smoke]
+                                         [--norms inf 2] [--tutorial] [--tutorial-crown-n 3] [--skip-smoke]
 """
 from __future__ import annotations
 
@@ -59,17 +61,22 @@ def smoke(n, methods, norms):
             print(f"  {name} PGD radius / crown radius: {pgd_r[correct].mean() / means['crown']:.2f}x")
 
 
-def tutorial(n, epochs):
+def tutorial(n, n_crown, epochs):
     t = time.perf_counter()
     result = trained_model("DARTS_V2", "tutorial", epochs=epochs, train_limit=6000, progress=False)
     model = result.model.eval()
     print(f"tutorial: DARTS_V2 (C=16, 8 cells), {epochs} epoch(s) on 6000 MNIST images, test accuracy {result.test_acc:.4f} "
           f"(ready in {time.perf_counter() - t:.0f} s)")
     test = load_dataset("mnist", False, limit=n)
-    for method in ("crown-ibp", "crown"):  # 784 pixels: crown refines by backward passes alone (FORWARD_MAX_INPUTS)
-        rec = average_certified_bound(model, test, "inf", method, batch_size=10, progress=False)
-        print(f"  ℓ∞ {method:13s} mean radius {rec['mean_radius']:.4g} on {rec['n']} images  "
-              f"{rec['seconds']:7.1f} s  process peak memory {peak_gib():.2f} GiB")
+    pgd_r = attack_radius(model, test.x, test.y, "inf", generator=torch.Generator().manual_seed(0))
+    for method, count in (("crown-ibp", n), ("crown-forward", n_crown), ("crown", n_crown)):
+        rec = average_certified_bound(model, test, "inf", method, n=count, batch_size=10, progress=False)
+        r = torch.tensor(rec["radii"], dtype=pgd_r.dtype)
+        correct = pgd_r[:count] > 0
+        gap = certification_gap(r, pgd_r[:count])[correct]
+        print(f"  ℓ∞ {method:13s} mean radius {rec['mean_radius']:.4g} on {rec['n']} images (PGD {pgd_r[:count][correct].mean():.4g}, "
+              f"gap {gap.mean():.4f})  {rec['seconds']:7.1f} s ({rec['seconds'] / count:.1f} s per image)  "
+              f"process peak memory {peak_gib():.2f} GiB")
 
 
 def main():
@@ -80,6 +87,8 @@ def main():
     parser.add_argument("--norms", nargs="+", default=["inf", "2"], choices=["inf", "2"])
     parser.add_argument("--tutorial", action="store_true")
     parser.add_argument("--tutorial-epochs", type=int, default=1)
+    parser.add_argument("--tutorial-crown-n", type=int, default=3,
+                        help="images certified by crown-forward and crown at tutorial size (minutes each)")
     parser.add_argument("--skip-smoke", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -88,7 +97,7 @@ def main():
     if not args.skip_smoke:
         smoke(args.n, args.methods, [n if n == "inf" else 2 for n in args.norms])
     if args.tutorial:
-        tutorial(args.n, args.tutorial_epochs)
+        tutorial(args.n, args.tutorial_crown_n, args.tutorial_epochs)
 
 
 if __name__ == "__main__":

@@ -140,14 +140,17 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
             raise ValueError(f"y must hold one label per sample, shape ({x.shape[0]},), got {tuple(y.shape)}")
         targets = target_classes(logits, y, target, generator)
         correct = logits.argmax(1) == y
+        # every bound is exact at ε = 0: the margin there is the clean one (of the target when there is one)
+        clean = margins(logits, y) if targets is None else (
+            logits.gather(1, y[:, None]) - logits.gather(1, targets[:, None])).squeeze(1)
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
         # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
         starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
         for cheap in starts:
             lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
-                         alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph))
+                         alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph), clean=clean)
         lo = _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-                     growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph))
+                     growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph), clean=clean)
         if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
             lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps,
                           _group_size(method, graph, torch.float64))
@@ -176,10 +179,11 @@ _CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forwa
 
 
 def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-            growth, group):
+            growth, group, clean):
     """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,), one ``_Bracket``
-    per sample; each round bounds the unfinished samples at their next probes, ``group`` at a time."""
-    brackets = [_Bracket(float(lo[b]), float(eps_max), growth, rtol, tol) for b in range(len(lo))]
+    per sample (``clean``: the margins at ε = 0); each round bounds the unfinished samples at their
+    next probes, ``group`` at a time."""
+    brackets = [_Bracket(float(lo[b]), float(eps_max), growth, rtol, tol, float(clean[b])) for b in range(len(lo))]
     for _ in range(100):
         i = [b for b in range(len(lo)) if bool(correct[b]) and not brackets[b].done()]
         if not i:
@@ -197,7 +201,11 @@ class _Bracket:
     """One sample's search for the radius where the margin bound m(ε) of a method crosses 0:
     ``lo`` certified, ``hi`` a probe that failed (or eps_max), done when hi − lo ≤ max(rtol·hi, tol).
 
-    Probes grow by ``growth`` (from 1.5·lo, or eps_max/1024) until one fails. Once bracketed, the
+    Probes grow by ``growth`` (from 1.5·lo, or eps_max/1024) until one fails, and faster where the
+    last one left the margin bound close to the clean margin m₀ = m(0) (a bound is exact at ε = 0):
+    with m(p) = m₀ − d, the chord from (0, m₀) crosses 0 at p·m₀/d, beyond the crossing of a concave
+    m, and a drop m₀ − m(ε) that grows quadratically crosses at p·√(m₀/d); the next probe is that
+    geometric midpoint, p·min(√(m₀/d), MAX_GROWTH), where it exceeds p·growth. Once bracketed, the
     crossing is estimated from the probes' margins (inverse quadratic interpolation through three
     of them, else the chord of the two that bracket it), and the next probe is placed a fraction
     0.4·rtol of the way past that estimate on the side of the bracket end that is farther from it,
@@ -207,8 +215,12 @@ class _Bracket:
     probes (which overshoots a concave m(ε)) caps the next probe. A failed probe still certifies
     the radius r < ε its own linear bound reaches (``margin_certificate``)."""
 
-    def __init__(self, lo: float, eps_max: float, growth: float, rtol: float, tol: float):
+    #: the most the informed growth multiplies a probe by
+    MAX_GROWTH = 64.0
+
+    def __init__(self, lo: float, eps_max: float, growth: float, rtol: float, tol: float, clean: float | None = None):
         self.lo, self.hi, self.eps_max, self.growth, self.rtol, self.tol = lo, eps_max, eps_max, growth, rtol, tol
+        self.clean = clean
         self.points: list[tuple[float, float]] = []  # (probe, margin bound there)
         self.widths: list[float] = []  # log(hi / lo) after each probe once bracketed
         self.failed = False
@@ -230,7 +242,10 @@ class _Bracket:
         if not self.failed:
             if not self.points:
                 return min(1.5 * lo, self.eps_max) if lo > 0 else self.eps_max / 1024
-            p = self.growth * self.points[-1][0]
+            last, m = self.points[-1]
+            p = self.growth * last
+            if self.clean is not None and 0 < m < self.clean:
+                p = max(p, last * min(math.sqrt(self.clean / (self.clean - m)), self.MAX_GROWTH))
             ok = [q for q in self.points if q[1] > 0]
             if len(ok) >= 2:
                 est = _crossing(ok[-2], ok[-1])

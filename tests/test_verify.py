@@ -399,9 +399,9 @@ def test_block_widths_name_every_block_and_crown_is_narrower(model_and_data):
 from rnas_lib.verify import _Bracket  # noqa: E402
 
 
-def _run_bracket(margin, lo=0.0, eps_max=1.0, growth=2.0, rtol=0.01, tol=1e-9):
+def _run_bracket(margin, lo=0.0, eps_max=1.0, growth=2.0, rtol=0.01, tol=1e-9, clean=None):
     """Drive one _Bracket against a margin function m(ε); a failed probe certifies nothing more."""
-    br, probes = _Bracket(lo, eps_max, growth, rtol, tol), []
+    br, probes = _Bracket(lo, eps_max, growth, rtol, tol, clean), []
     while not br.done():
         p = br.next_probe()
         assert br.lo < p <= br.hi or (br.hi == eps_max and p == eps_max), (br.lo, p, br.hi)
@@ -424,6 +424,20 @@ def test_radius_search_brackets_the_crossing_to_its_resolution(root, shape):
     if shape != "step":
         bisection = _run_bracket(lambda e: margin(e) if e <= root else -1.0)[1]  # margins without magnitude
         assert len(probes) < len(bisection), (probes, bisection)
+
+
+@pytest.mark.parametrize("shape", ["concave", "linear", "quartic"])
+def test_radius_search_grows_fast_while_the_margin_stays_near_the_clean_one(shape):
+    """From a start 10⁴× below the crossing (crown after crown-forward at 28×28), growth ×1.5 alone
+    needs ~23 probes to get there; knowing m(0) the search gets there in a few, and still brackets
+    the crossing to its resolution, whether the drop grows linearly, quadratically or faster."""
+    root, m0 = 0.2137, 6.0
+    margin = {"concave": lambda e: m0 * (1 - (e / root) ** 2), "linear": lambda e: m0 * (1 - e / root),
+              "quartic": lambda e: m0 * (1 - (e / root) ** 4)}[shape]
+    blind = _run_bracket(margin, lo=2e-5, growth=1.5)[1]
+    br, probes = _run_bracket(margin, lo=2e-5, growth=1.5, clean=m0)
+    assert br.lo <= root < br.hi and br.hi - br.lo <= 0.01 * br.hi, (br.lo, br.hi)
+    assert len(probes) <= 12 and len(probes) < len(blind) - 10, (probes, blind)
 
 
 def test_radius_search_from_a_certified_start_and_at_the_cap():
