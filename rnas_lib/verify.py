@@ -161,6 +161,11 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
 #: of undecided neurons in the group, which varies several-fold between images, so one at a time
 #: wastes least (benchmarks/bench_verify.py)
 CROWN_GROUP = 1
+#: the cheaper bounds whose radii start the search of an expensive one (each radius is a certificate)
+_CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forward"),
+            "alpha-crown": ("crown-ibp", "crown-forward")}
+
+
 def _group_size(method: str, graph, dtype: torch.dtype | None = None) -> int:
     """Samples of the traced batch ``graph`` bounded together (in ``dtype``, default the trace's):
     CROWN_GROUP for full CROWN, as many as forward-mode bounds fit in memory for crown-forward (at
@@ -171,11 +176,6 @@ def _group_size(method: str, graph, dtype: torch.dtype | None = None) -> int:
         scale = 1 if dtype is None else torch.finfo(dtype).bits // torch.finfo(graph.values[0].dtype).bits
         return max(1, forward_mode_images(graph) // scale)
     return len(graph.values[0])
-
-
-#: the cheaper bounds whose radii start the search of an expensive one (each radius is a certificate)
-_CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forward"),
-            "alpha-crown": ("crown-ibp", "crown-forward")}
 
 
 def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,

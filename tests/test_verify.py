@@ -168,6 +168,18 @@ def test_certified_mask_refuses_non_finite_or_unscaled_pixels(model_and_data):
     assert certified_mask(net, x, y, 0.001, "inf", "crown-ibp")[:-1].any()  # the same call on good pixels certifies
 
 
+def test_certified_mask_refuses_bad_labels_or_radii(model_and_data):
+    net, x, y = model_and_data
+    with pytest.raises(ValueError, match="one label per sample"):
+        certified_mask(net, x, y[:-1], 0.001, "inf", "crown")
+    with pytest.raises(ValueError, match=r"eps must be a number or a \(6,\) tensor"):
+        certified_mask(net, x, y, torch.full((2,), 0.001), "inf", "crown")
+    with pytest.raises(ValueError, match="eps must be finite and ≥ 0"):
+        certified_mask(net, x, y, -0.001, "inf", "crown")
+    per_image = certified_mask(net, x, y, torch.full((len(x),), 0.001), "inf", "crown")
+    assert torch.equal(per_image, certified_mask(net, x, y, 0.001, "inf", "crown")) and per_image[:-1].any()
+
+
 def test_certified_radius_refuses_unscaled_pixels(model_and_data):
     net, x, y = model_and_data
     for norm in ("inf", 2):
