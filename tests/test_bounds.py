@@ -401,6 +401,40 @@ def test_maxpool_relaxation_brackets_the_max():
         assert (zj <= m + 1e-12).all() and (m <= zj + c[:, 0] + 1e-12).all()
 
 
+@pytest.mark.parametrize("B,S,per_row_slopes", [(1, 1, False), (1, 7, False), (3, 5, False), (1, 4, True), (2, 4, True)])
+def test_relu_backward_on_few_unstable_neurons_is_the_dense_rule(B, S, per_row_slopes):
+    """For one image with few unstable neurons _relu_backward updates only their columns (batches
+    keep the dense rule); Λ_z, the bias and their gradients (to Λ, to the bounds [l, u] as in the
+    CB term, and to α-CROWN's per-row slopes) equal the dense rule's Λ⁺·a_l + Λ⁻·a_u, Σ Λ⁻·b_u —
+    also where a_u rounds to 1 but b_u > 0."""
+    f32 = {"dtype": torch.float32}
+    gen = torch.Generator().manual_seed(B * 10 + S)
+    l = torch.randn(B, 3, 4, 4, generator=gen, **f32) + 2.0 * torch.sign(torch.randn(B, 3, 4, 4, generator=gen, **f32))
+    u = l + 0.1
+    l[:, 0, 0, :2], u[:, 0, 0, :2] = -0.3, 0.5  # unstable
+    l[:, 1, 2, 3], u[:, 1, 2, 3] = -1e-9, 1.0  # unstable, a_u = 1 in float32 rounding but b_u > 0
+    l, u = l.requires_grad_(), u.requires_grad_()
+    sl, su, bu = (t.unsqueeze(1) for t in bounds.relu_relaxation(l, u))
+    assert bool((su[:, :, 1, 2, 3] == 1).all() and (bu[:, :, 1, 2, 3] > 0).all())
+    assert 4 * int(((l < 0) & (u > 0)).any(0).sum()) <= l[0].numel()  # few enough for the column update
+    inputs = [l, u]
+    if per_row_slopes:  # as in _Bounder.optimized_lower
+        slopes = torch.rand(B, S, 3, 4, 4, generator=gen, **f32).requires_grad_()
+        sl = torch.where((su > 0) & (su < 1), slopes, sl)
+        inputs.append(slopes)
+    A = torch.randn(B, S, 3, 4, 4, generator=gen, requires_grad=True, **f32)
+    out, bias = bounds._relu_backward(A, (sl, su, bu))
+    dense = A * torch.where(A >= 0, sl, su), (A.clamp(max=0) * bu).flatten(2).sum(-1)
+    torch.testing.assert_close(out, dense[0], rtol=0, atol=0)  # the same products, column by column
+    torch.testing.assert_close(bias, dense[1])
+    w = torch.randn(out.shape, generator=gen, **f32)
+    ours = torch.autograd.grad((out * w).sum() + bias.sum(), [A, *inputs], retain_graph=True)
+    ref = torch.autograd.grad((dense[0] * w).sum() + dense[1].sum(), [A, *inputs])
+    for g_ours, g_ref in zip(ours, ref):
+        torch.testing.assert_close(g_ours, g_ref)
+    assert ours[1].abs().sum() > 0  # the bounds do get a gradient (through the unstable neurons)
+
+
 def test_crown_refines_only_relaxations_a_tighter_bound_could_decide():
     """A 2×2 max-pool window is refined (its argmax j by l and every i with u_i > l_j) only when one
     input attains its maximum alone at the clean point; a window tied at x (a constant background)
