@@ -738,10 +738,12 @@ FORWARD_COPIES = 8
 FORWARD_MAX_INPUTS = 256
 
 
-def forward_mode_images(g: BoundGraph) -> int:
+def forward_mode_images(g: BoundGraph, dtype: torch.dtype | None = None) -> int:
     """How many images of the traced network ``g`` forward-mode linear bounds can carry at once within
-    FORWARD_MEMORY (0: not even one; crown then starts from the intervals and backward passes alone)."""
-    per_image = g.values[0][0].numel() * max(v[0].numel() for v in g.values) * g.values[0].element_size()
+    FORWARD_MEMORY, in ``dtype`` (default the trace's; the float64 re-check carries half as many).
+    0: not even one; crown then starts from the intervals and backward passes alone."""
+    itemsize = torch.finfo(dtype or g.values[0].dtype).bits // 8
+    per_image = g.values[0][0].numel() * max(v[0].numel() for v in g.values) * itemsize
     return int(FORWARD_MEMORY // (FORWARD_COPIES * per_image))
 
 
@@ -1297,11 +1299,17 @@ def margin_spec(y: torch.Tensor, num_classes: int, targets: torch.Tensor | None 
     return (eye[y] - eye[targets]).unsqueeze(1)
 
 
+def check_labels(y, n: int, num_classes: int, device=None) -> torch.Tensor:
+    """y as a tensor of n class labels in 0..num_classes − 1, else one ValueError that says so."""
+    y = torch.as_tensor(y, device=device)
+    if y.shape != (n,) or bool(((y < 0) | (y >= num_classes)).any()):
+        raise ValueError(f"y must hold one label per sample, {n} labels in 0..{num_classes - 1}; got {y.tolist()}")
+    return y
+
+
 def _margin_rows(model, x, y, targets):
     K = _num_classes(model)
-    y = torch.as_tensor(y, device=x.device)
-    if y.shape != (x.shape[0],) or bool(((y < 0) | (y >= K)).any()):
-        raise ValueError(f"y must hold {x.shape[0]} labels in 0..{K - 1}, got {y.tolist()}")
+    y = check_labels(y, x.shape[0], K, x.device)
     if targets is not None:
         targets = torch.as_tensor(targets, device=x.device)
         if bool(((targets < 0) | (targets >= K)).any()):

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm
-from .bounds import _check_args, forward_mode_images, trace
+from .bounds import _check_args, check_labels, forward_mode_images, margin_spec, trace
 from .data import TensorData, batches
 from .devices import model_device
 from .display import progress as progress_bar
@@ -132,17 +132,14 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     check_certifiable(model, batch_statistics)
     if model.training:
         model = frozen_batch_statistics(model, x)
-    y = torch.as_tensor(y, device=x.device)
     with torch.no_grad():
         graph = trace(model, x)
         logits = graph.values[-1]
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"y must hold one label per sample, shape ({x.shape[0]},), got {tuple(y.shape)}")
+        y = check_labels(y, len(x), logits.shape[1], x.device)
         targets = target_classes(logits, y, target, generator)
         correct = logits.argmax(1) == y
-        # every bound is exact at ε = 0: the margin there is the clean one (of the target when there is one)
-        clean = margins(logits, y) if targets is None else (
-            logits.gather(1, y[:, None]) - logits.gather(1, targets[:, None])).squeeze(1)
+        # every bound is exact at ε = 0: the margin there is the clean one, over the bounded specification rows
+        clean = (margin_spec(y, logits.shape[1], targets, logits.dtype) @ logits.unsqueeze(2)).squeeze(2).amin(1)
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
         # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
         starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
@@ -173,8 +170,7 @@ def _group_size(method: str, graph, dtype: torch.dtype | None = None) -> int:
     if method in ("crown", "alpha-crown"):
         return CROWN_GROUP
     if method == "crown-forward":
-        scale = 1 if dtype is None else torch.finfo(dtype).bits // torch.finfo(graph.values[0].dtype).bits
-        return max(1, forward_mode_images(graph) // scale)
+        return max(1, forward_mode_images(graph, dtype))
     return len(graph.values[0])
 
 
@@ -422,11 +418,9 @@ def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
     check_certifiable(model, batch_statistics)
     if model.training:
         model = frozen_batch_statistics(model, x)
-    y = torch.as_tensor(y, device=x.device)
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"y must hold one label per sample, shape ({x.shape[0]},), got {tuple(y.shape)}")
     with torch.no_grad():
         graph = trace(model, x)
+        y = check_labels(y, len(x), graph.values[-1].shape[1], x.device)
         ok = graph.values[-1].argmax(1) == y
         i = ok.nonzero().squeeze(1)
         if len(i):

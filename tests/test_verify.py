@@ -172,6 +172,11 @@ def test_certified_mask_refuses_bad_labels_or_radii(model_and_data):
     net, x, y = model_and_data
     with pytest.raises(ValueError, match="one label per sample"):
         certified_mask(net, x, y[:-1], 0.001, "inf", "crown")
+    for bad in (-1, 4):  # 4 classes: a label out of range is refused, not counted as misclassified
+        with pytest.raises(ValueError, match=r"6 labels in 0\.\.3"):
+            certified_mask(net, x, torch.cat([y[:-1], torch.tensor([bad])]), 0.001, "inf", "crown")
+        with pytest.raises(ValueError, match=r"6 labels in 0\.\.3"):
+            certified_radius(net, x, torch.cat([y[:-1], torch.tensor([bad])]), "inf", "crown")
     with pytest.raises(ValueError, match=r"eps must be a number or a \(6,\) tensor"):
         certified_mask(net, x, y, torch.full((2,), 0.001), "inf", "crown")
     with pytest.raises(ValueError, match="eps must be finite and ≥ 0"):
