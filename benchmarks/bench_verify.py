@@ -13,7 +13,10 @@
    the process's peak resident memory.
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
-Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--methods crown-ibp crown]
+Each batch is certified by ``--workers`` processes (default −1: every usable core; the times are
+wall times of the whole batch). Peak memory is that of the largest process (with workers, each
+worker holds one chunk's bounds, so the machine holds about that many times as much).
+Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] [--methods crown-ibp crown]
                                          [--norms inf 2] [--tutorial] [--tutorial-crown-n 3] [--skip-smoke]
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 import torch
 
 from rnas_lib.data import load_dataset
+from rnas_lib.parallel import check_workers
 from rnas_lib.train import trained_model
 from rnas_lib.verify import attack_radius, average_certified_bound, certification_gap
 
@@ -32,10 +36,11 @@ METHODS = ("ibp", "crown-ibp", "crown-forward", "crown", "alpha-crown")
 
 
 def peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+    """The peak resident memory of this process or of its largest finished worker (ru_maxrss is in KiB on Linux)."""
+    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
 
 
-def smoke(n, methods, norms):
+def smoke(n, methods, norms, workers):
     model = trained_model("DARTS_V2", "smoke", progress=False).model.eval()
     test = load_dataset("digits", False).subset(slice(0, n))
     print(f"smoke: DARTS_V2 (C=8, 3 cells) on {len(test)} digits test images (8×8×1)")
@@ -49,7 +54,7 @@ def smoke(n, methods, norms):
               f"classified images ({t_pgd:.1f} s)")
         means = {}
         for method in methods:
-            rec = average_certified_bound(model, test, norm, method, progress=False)
+            rec = average_certified_bound(model, test, norm, method, progress=False, workers=workers)
             r = torch.tensor(rec["radii"], dtype=pgd_r.dtype)
             means[method] = rec["mean_radius"]
             gap = certification_gap(r, pgd_r)[correct]
@@ -61,7 +66,7 @@ def smoke(n, methods, norms):
             print(f"  {name} PGD radius / crown radius: {pgd_r[correct].mean() / means['crown']:.2f}x")
 
 
-def tutorial(n, n_crown, epochs):
+def tutorial(n, n_crown, epochs, workers):
     t = time.perf_counter()
     result = trained_model("DARTS_V2", "tutorial", epochs=epochs, train_limit=6000, progress=False)
     model = result.model.eval()
@@ -70,7 +75,8 @@ def tutorial(n, n_crown, epochs):
     test = load_dataset("mnist", False, limit=n)
     pgd_r = attack_radius(model, test.x, test.y, "inf", generator=torch.Generator().manual_seed(0))
     for method, count in (("crown-ibp", n), ("crown-forward", n_crown), ("crown", n_crown)):
-        rec = average_certified_bound(model, test, "inf", method, n=count, batch_size=10, progress=False)
+        rec = average_certified_bound(model, test, "inf", method, n=count, batch_size=10, progress=False,
+                                      workers=workers)
         r = torch.tensor(rec["radii"], dtype=pgd_r.dtype)
         correct = pgd_r[:count] > 0
         gap = certification_gap(r, pgd_r[:count])[correct]
@@ -90,14 +96,16 @@ def main():
     parser.add_argument("--tutorial-crown-n", type=int, default=3,
                         help="images certified by crown-forward and crown at tutorial size (minutes each)")
     parser.add_argument("--skip-smoke", action="store_true")
+    parser.add_argument("--workers", type=int, default=-1, help="processes certifying each batch (-1: every usable core)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    workers = check_workers(args.workers)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {workers} worker process(es) per batch")
     if not args.skip_smoke:
-        smoke(args.n, args.methods, [n if n == "inf" else 2 for n in args.norms])
+        smoke(args.n, args.methods, [n if n == "inf" else 2 for n in args.norms], workers)
     if args.tutorial:
-        tutorial(args.n, args.tutorial_crown_n, args.tutorial_epochs)
+        tutorial(args.n, args.tutorial_crown_n, args.tutorial_epochs, workers)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from .bounds import _check_args, check_labels, forward_mode_images, margin_spec,
 from .data import TensorData, batches
 from .devices import model_device
 from .display import progress as progress_bar
+from .parallel import check_workers, in_processes
 
 TARGETS = ("untargeted", "runner-up", "random", "least-likely")
 
@@ -100,7 +101,7 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
                      target: str = "untargeted", eps_max: float | None = None, tol: float = 1e-6,
                      rtol: float = 0.01, clip=(0.0, 1.0), relu_slope: str = "adaptive",
                      generator: torch.Generator | None = None, alpha_steps: int = 20, recheck: bool = True,
-                     batch_statistics: bool = False) -> torch.Tensor:
+                     batch_statistics: bool = False, workers: int = 1) -> torch.Tensor:
     """(B,) certified radius in pixel units (ℓ∞ or ℓ2) of each sample: every returned r has a margin
     lower bound > 0 on the r-ball (r = 0 for a misclassified sample), and the smallest radius found
     not certifiable is at most max(tol, rtol·r) above it (r = eps_max if that is certified).
@@ -117,7 +118,10 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     crown, as many as fit in memory for crown-forward, all together for the others.
     ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
     a sample that fails gets the radius that float64 bound certifies instead.
-    eps_max defaults to 1 for ℓ∞ (the whole [0, 1] box) and √(C·H·W) for ℓ2 (its diameter)."""
+    eps_max defaults to 1 for ℓ∞ (the whole [0, 1] box) and √(C·H·W) for ℓ2 (its diameter).
+    ``workers`` > 1 (−1: every usable core) certifies chunks of the batch in that many processes
+    (``rnas_lib.parallel``): a bound of an 8×8 image is too small to keep two threads busy, so
+    processes are what use more cores there."""
     for name, v in (("tol", tol), ("rtol", rtol)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
             raise ValueError(f"{name} must be a number ≥ 0 (the bracket's resolution), got {v!r}")
@@ -129,29 +133,45 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
         eps_max = whole_box_radius(norm, x.shape[1:])
     if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not eps_max > 0:
         raise ValueError(f"eps_max must be a positive number, got {eps_max!r}")
+    workers = check_workers(workers)
     check_certifiable(model, batch_statistics)
     if model.training:
         model = frozen_batch_statistics(model, x)
     with torch.no_grad():
-        graph = trace(model, x)
-        logits = graph.values[-1]
+        logits = trace(model, x).values[-1]
         y = check_labels(y, len(x), logits.shape[1], x.device)
         targets = target_classes(logits, y, target, generator)
         correct = logits.argmax(1) == y
-        # every bound is exact at ε = 0: the margin there is the clean one, over the bounded specification rows
-        clean = (margin_spec(y, logits.shape[1], targets, logits.dtype) @ logits.unsqueeze(2)).squeeze(2).amin(1)
+        i = correct.nonzero().squeeze(1)
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
-        starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
-        for cheap in starts:
-            lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
-                         alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph), clean=clean)
-        lo = _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-                     growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph), clean=clean)
-        if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
-            lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps,
-                          _group_size(method, graph, torch.float64))
-        return torch.where(correct, lo, torch.zeros_like(lo))
+        if len(i):
+            settings = (norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, recheck)
+            t = None if targets is None else targets[i]
+            lo[i] = in_processes(_radii, (model, x[i], y[i], t, settings), len(i), workers)
+        return lo
+
+
+@torch.no_grad()
+def _radii(model, x, y, targets, settings) -> torch.Tensor:
+    """The certified radii of correctly classified samples (``certified_radius``'s search)."""
+    norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, recheck = settings
+    graph = trace(model, x)
+    logits = graph.values[-1]
+    correct = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    # every bound is exact at ε = 0: the margin there is the clean one, over the bounded specification rows
+    clean = (margin_spec(y, logits.shape[1], targets, logits.dtype) @ logits.unsqueeze(2)).squeeze(2).amin(1)
+    lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
+    starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
+    for cheap in starts:
+        lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
+                     alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph), clean=clean)
+    lo = _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
+                 growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph), clean=clean)
+    if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
+        lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps,
+                      _group_size(method, graph, torch.float64))
+    return lo
 
 
 #: images bounded together by a full-CROWN probe: its backward rows are padded to the largest number
@@ -409,40 +429,53 @@ def certification_gap(certified: torch.Tensor, attacked: torch.Tensor) -> torch.
 # --------------------------------------------------------------------------- over a dataset
 def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown",
                    clip=(0.0, 1.0), relu_slope: str = "adaptive", recheck: bool = True,
-                   batch_statistics: bool = False) -> torch.Tensor:
+                   batch_statistics: bool = False, alpha_steps: int = 20, workers: int = 1) -> torch.Tensor:
     """(B,) bool: x is classified as y and the margin lower bound over the ε-ball is positive,
     i.e. no x' in the ball (∩ the clip box) is classified otherwise. ``recheck``: a float32
-    certificate must also hold in float64 with a margin > RECHECK_MARGIN."""
+    certificate must also hold in float64 with a margin > RECHECK_MARGIN. ``workers``: processes,
+    as in ``certified_radius``."""
     eps, norm = _check_args(x, eps, norm, method, clip, relu_slope)
     eps = eps.view(-1)
+    workers = check_workers(workers)
     check_certifiable(model, batch_statistics)
     if model.training:
         model = frozen_batch_statistics(model, x)
     with torch.no_grad():
-        graph = trace(model, x)
-        y = check_labels(y, len(x), graph.values[-1].shape[1], x.device)
-        ok = graph.values[-1].argmax(1) == y
+        logits = trace(model, x).values[-1]
+        y = check_labels(y, len(x), logits.shape[1], x.device)
+        ok = logits.argmax(1) == y
         i = ok.nonzero().squeeze(1)
         if len(i):
-            m, _ = _grouped_certificates(model, x, y, None, i, eps[i], norm, method, clip, relu_slope, 20,
-                                         _group_size(method, graph))
-            ok[i] = m > 0
-        if recheck and x.dtype != torch.float64 and bool(ok.any()):
-            i = ok.nonzero().squeeze(1)
-            m, _ = _grouped_certificates(copy.deepcopy(model).double(), x.double(), y, None, i, eps[i].double(), norm,
-                                         method, clip, relu_slope, 20, _group_size(method, graph, torch.float64),
-                                         threshold=RECHECK_MARGIN)
-            ok[i] = m > RECHECK_MARGIN
+            settings = (norm, method, clip, relu_slope, alpha_steps, recheck)
+            ok[i] = in_processes(_certified, (model, x[i], y[i], eps[i], settings), len(i), workers)
+    return ok
+
+
+@torch.no_grad()
+def _certified(model, x, y, eps, settings) -> torch.Tensor:
+    """``certified_mask`` of correctly classified samples."""
+    norm, method, clip, relu_slope, alpha_steps, recheck = settings
+    graph = trace(model, x)
+    i = torch.arange(len(x), device=x.device)
+    m, _ = _grouped_certificates(model, x, y, None, i, eps, norm, method, clip, relu_slope, alpha_steps,
+                                 _group_size(method, graph))
+    ok = m > 0
+    if recheck and x.dtype != torch.float64 and bool(ok.any()):
+        i = ok.nonzero().squeeze(1)
+        m, _ = _grouped_certificates(copy.deepcopy(model).double(), x.double(), y, None, i, eps[i].double(), norm,
+                                     method, clip, relu_slope, alpha_steps, _group_size(method, graph, torch.float64),
+                                     threshold=RECHECK_MARGIN)
+        ok[i] = m > RECHECK_MARGIN
     return ok
 
 
 def certified_accuracy(model: nn.Module, data: TensorData, eps, norm="inf", method="crown",
-                       batch_size: int = 100, clip=(0.0, 1.0), relu_slope: str = "adaptive") -> float:
-    """Fraction of ``data`` certified at ε (``certified_mask``): a lower bound of the true robust
-    accuracy at ε, as any attack's accuracy is an upper bound."""
+                       batch_size: int = 100, clip=(0.0, 1.0), relu_slope: str = "adaptive", workers: int = 1) -> float:
+    """Fraction of ``data`` certified at ε (``certified_mask``, in ``workers`` processes): a lower
+    bound of the true robust accuracy at ε, as any attack's accuracy is an upper bound."""
     if len(data) == 0:
         raise ValueError("data is empty: nothing to certify")
-    certified = sum(int(certified_mask(model, x, y, eps, norm, method, clip, relu_slope).sum())
+    certified = sum(int(certified_mask(model, x, y, eps, norm, method, clip, relu_slope, workers=workers).sum())
                     for x, y in batches(data, batch_size, device=model_device(model)))
     return certified / len(data)
 
@@ -450,9 +483,10 @@ def certified_accuracy(model: nn.Module, data: TensorData, eps, norm="inf", meth
 def average_certified_bound(model: nn.Module, data: TensorData, norm="inf", method="crown",
                             target: str = "untargeted", n: int | None = None, eps_max: float | None = None,
                             tol: float = 1e-6, rtol: float = 0.01, batch_size: int = 100, seed: int = 0,
-                            progress: bool = True) -> dict:
+                            progress: bool = True, workers: int = 1) -> dict:
     """CNN-Cert's "average certified lower bound": the mean certified radius over the first ``n``
-    images of ``data`` (misclassified ones count 0), as a JSON-ready record with every radius.
+    images of ``data`` (misclassified ones count 0), as a JSON-ready record with every radius;
+    ``workers`` processes certify each batch (``certified_radius``).
 
     Record keys: norm, method, target, n, eps_max, tol, rtol, mean_radius, mean_radius_correct (over
     the correctly classified images), clean_accuracy, seconds, radii (list)."""
@@ -470,7 +504,8 @@ def average_certified_bound(model: nn.Module, data: TensorData, norm="inf", meth
     bar = progress_bar(batches(data, batch_size, device=model_device(model)), total=math.ceil(len(data) / batch_size),
                        desc=f"certify ℓ{'∞' if norm == 'inf' else norm} {method}", disable=not progress, unit="batch")
     for x, y in bar:
-        radii.append(certified_radius(model, x, y, norm, method, target, eps_max, tol, rtol, generator=generator))
+        radii.append(certified_radius(model, x, y, norm, method, target, eps_max, tol, rtol, generator=generator,
+                                      workers=workers))
         with torch.no_grad():
             correct.append(trace(model, x).values[-1].argmax(1) == y)
     seconds = time.perf_counter() - start

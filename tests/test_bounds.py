@@ -751,3 +751,30 @@ def test_cb_radius_objective_is_the_mean_radius_over_eps():
     assert torch.isfinite(g).all() and g.abs().sum() > 0
     with pytest.raises(ValueError, match="objective"):
         TERMS["dsrna_cb"](objective="area")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows, ci, co, k, padding, dilation, size",
+                         [(1, 6, 1, 3, (2, 2), (1, 1), 4), (5, 24, 1, 3, (2, 2), (1, 1), 8),
+                          (3, 12, 3, (3, 5), (1, 3), (1, 1), 7), (2, 8, 2, 3, (2, 1), (2, 1), 6),
+                          (4, 8, 2, 3, (0, 0), (1, 1), 5)])
+def test_conv_by_taps_is_the_convolution(dtype, rows, ci, co, k, padding, dilation, size):
+    """The channel-contraction-then-shift convolution (the transposed stem conv of every backward
+    pass) against F.conv2d: odd and even kernels, dilation, padding below and above the kernel's reach."""
+    g = torch.Generator().manual_seed(rows * ci)
+    k = (k, k) if isinstance(k, int) else k
+    a = torch.randn(rows, ci, size, size + 1, generator=g, dtype=dtype)
+    w = torch.randn(co, ci, *k, generator=g, dtype=dtype)
+    ref = torch.nn.functional.conv2d(a, w, None, 1, padding, dilation)
+    out = bounds._conv_by_taps(a, w, padding, dilation)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5 if dtype == torch.float32 else 1e-12,
+                               atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_conv_by_taps_gradients_match_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    for rows in (1, 3):
+        a = torch.randn(rows, 6, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(2, 6, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda a, w: bounds._conv_by_taps(a, w, (2, 1), (1, 1)), (a, w))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+from rnas_lib import parallel
 from rnas_lib.bounds import margin_lower_bound, output_bounds
 from rnas_lib.data import TensorData
 from rnas_lib.genotypes import PUBLISHED
@@ -462,3 +464,45 @@ def test_radius_search_from_a_certified_start_and_at_the_cap():
     assert probes[0] == pytest.approx(1.5 * 0.015) and 0.0198 <= br.lo <= 0.02 < br.hi
     br, _ = _run_bracket(lambda e: 1.0, lo=0.3)  # certified everywhere: the cap eps_max
     assert br.lo == 1.0
+
+
+@pytest.mark.parametrize("method", ["crown-ibp", "crown"])
+def test_worker_processes_certify_the_same_radii_in_batch_order(model_and_data, method):
+    """workers=2 splits the batch into chunks certified by two processes: the radii come back in
+    batch order, for the same (seeded, drawn once) random targets, and agree with one process's to
+    the bracket's resolution; each is a certificate."""
+    net, x, y = model_and_data
+    kw = dict(norm="inf", method=method, target="random", eps_max=EPS_MAX["inf"], tol=TOL)
+    r1 = certified_radius(net, x, y, generator=torch.Generator().manual_seed(3), **kw)
+    r2 = certified_radius(net, x, y, generator=torch.Generator().manual_seed(3), workers=2, **kw)
+    assert r2[-1] == 0 and (r2[:-1] > 0).all()
+    assert r1[:-1].max() > 2 * r1[:-1].min()  # radii far apart: an order mix-up fails the comparison
+    torch.testing.assert_close(r2, r1, rtol=0.01, atol=TOL)
+    targets = target_classes(net(x), y, "random", torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (margin_lower_bound(net, x, y, r2, "inf", method, targets)[:-1] > 0).all()
+
+
+def test_worker_processes_give_the_same_certified_mask(model_and_data):
+    net, x, y = model_and_data
+    r = certified_radius(net, x, y, "inf", "crown", eps_max=EPS_MAX["inf"], tol=TOL)
+    eps = float(r[:-1].median())
+    m1 = certified_mask(net, x, y, eps, "inf", "crown")
+    m2 = certified_mask(net, x, y, eps, "inf", "crown", workers=2)
+    assert m1.tolist() == m2.tolist() and 0 < int(m1.sum()) < len(x) - 1
+
+
+def test_workers_are_checked_and_refused_where_no_process_can_start(model_and_data, monkeypatch):
+    net, x, y = model_and_data
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="workers must be a positive integer"):
+            certified_radius(net, x, y, workers=bad)
+        with pytest.raises(ValueError, match="workers must be a positive integer"):
+            certified_mask(net, x, y, 0.01, workers=bad)
+    assert parallel.check_workers(-1) == parallel.usable_cores() >= 1
+    with pytest.raises(ValueError, match=r"on \['meta'\]: pass workers=1"):
+        parallel.in_processes(lambda t: t, (torch.empty(4, device="meta"),), 4, 2)
+    monkeypatch.setattr(parallel.multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
+    with pytest.raises(RuntimeError, match="daemonic process .* pass workers=1"):
+        certified_radius(net, x, y, "inf", "crown-ibp", workers=2)
+    assert (certified_radius(net, x, y, "inf", "crown-ibp", eps_max=EPS_MAX["inf"], workers=1)[:-1] > 0).all()
