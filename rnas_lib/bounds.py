@@ -118,13 +118,14 @@ class _Conv(_Affine):
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
 
     def forward(self, z):
-        return F.conv2d(z, self.w, self.b, self.stride, self.padding, self.dilation, self.groups)
+        y = self.linear(z)
+        return y if self.b is None else y + self.b.view(-1, 1, 1)
 
     def linear(self, z):
-        return F.conv2d(z, self.w, None, self.stride, self.padding, self.dilation, self.groups)
+        return _conv2d(z, self.w, self.stride, self.padding, self.dilation, self.groups)
 
     def abs_linear(self, r):
-        return F.conv2d(r, self.w.abs(), None, self.stride, self.padding, self.dilation, self.groups)
+        return _conv2d(r, self.w.abs(), self.stride, self.padding, self.dilation, self.groups)
 
     def transpose(self, A, in_shapes):
         a = _rows(A)
@@ -137,7 +138,7 @@ class _Conv(_Affine):
             pad = tuple(self.dilation[d] * (k[d] - 1) - self.padding[d] for d in range(2))
             if g == 1 and math.prod(k) > 1 and 4 * wt.shape[0] <= wt.shape[1]:
                 return [_unrows(_conv_by_taps(a, wt, pad, self.dilation), A)]
-            return [_unrows(F.conv2d(a, wt, None, 1, pad, self.dilation, g), A)]
+            return [_unrows(_conv2d(a, wt, (1, 1), pad, self.dilation, g), A)]
         out_pad = tuple(
             in_shapes[0][-2 + d] - ((a.shape[-2 + d] - 1) * self.stride[d] - 2 * self.padding[d]
                                      + self.dilation[d] * (k[d] - 1) + 1)
@@ -148,6 +149,15 @@ class _Conv(_Affine):
 
     def bias_term(self, A):
         return None if self.b is None else (A.sum((-1, -2)) * self.b).sum(-1)
+
+
+def _conv2d(z, w, stride, padding, dilation, groups):
+    """F.conv2d without bias; a pointwise (1×1, stride 1, unpadded, one group) kernel as a batched
+    matmul W·z over the pixels, which on a CPU is 1–7× faster than conv2d for these small maps."""
+    if w.shape[-2:] == (1, 1) and stride == (1, 1) and padding == (0, 0) and groups == 1:
+        R, ci, H, W = z.shape
+        return torch.matmul(w.view(w.shape[0], ci), z.reshape(R, ci, H * W)).view(R, -1, H, W)
+    return F.conv2d(z, w, None, stride, padding, dilation, groups)
 
 
 def _conv_by_taps(a, w, padding, dilation):

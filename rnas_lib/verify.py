@@ -220,9 +220,13 @@ class _Bracket:
     Probes grow by ``growth`` (from 1.5·lo, or eps_max/1024) until one fails, and faster where the
     last one left the margin bound close to the clean margin m₀ = m(0) (a bound is exact at ε = 0):
     with m(p) = m₀ − d, the chord from (0, m₀) crosses 0 at p·m₀/d, beyond the crossing of a concave
-    m, and a drop m₀ − m(ε) that grows quadratically crosses at p·√(m₀/d); the next probe is that
-    geometric midpoint, p·min(√(m₀/d), MAX_GROWTH), where it exceeds p·growth. Once bracketed, the
-    crossing is estimated from the probes' margins (inverse quadratic interpolation through three
+    m, and a drop m₀ − m(ε) that grows quadratically crosses at p·√(m₀/d). The next probe aims
+    2·rtol short of that, q = p·min(√(m₀/d), MAX_GROWTH)·(1 − 2·rtol): q itself where it exceeds
+    p·growth, else (until two probes are certified and their secant caps the step) a cap on
+    p·growth, at least p·(1 + 2·rtol). A CROWN bound's drop grows a little
+    faster than ε² near its crossing (as ε^2.2–2.4 on the smoke network), so q lands just below the
+    crossing, whence one more probe brackets it tightly. Once bracketed, the
+    crossing is estimated from the probes' margins and (0, m₀) (inverse quadratic interpolation through three
     of them, else the chord of the two that bracket it), and the next probe is placed a fraction
     0.4·rtol of the way past that estimate on the side of the bracket end that is farther from it,
     so that a good estimate closes the bracket in two probes; a probe stays strictly inside the
@@ -261,7 +265,10 @@ class _Bracket:
             last, m = self.points[-1]
             p = self.growth * last
             if self.clean is not None and 0 < m < self.clean:
-                p = max(p, last * min(math.sqrt(self.clean / (self.clean - m)), self.MAX_GROWTH))
+                # the crossing of a quadratic drop, a little short of it: past that of a steeper drop
+                q = last * min(math.sqrt(self.clean / (self.clean - m)), self.MAX_GROWTH) * (1 - 2 * self.rtol)
+                if q > p or sum(1 for point in self.points if point[1] > 0) < 2:
+                    p = q if q > p else max(q, last * (1 + 2 * self.rtol))
             ok = [q for q in self.points if q[1] > 0]
             if len(ok) >= 2:
                 est = _crossing(ok[-2], ok[-1])
@@ -282,6 +289,8 @@ class _Bracket:
     def _estimate(self) -> float | None:
         """The crossing of m(ε) through 0 estimated from the probes nearest to it on each side."""
         pos = sorted(q for q in self.points if q[1] > 0)
+        if self.clean is not None and self.clean > 0:
+            pos.insert(0, (0.0, self.clean))
         neg = sorted(q for q in self.points if q[1] <= 0)
         if not pos or not neg:
             return None
