@@ -225,9 +225,10 @@ class _Bracket:
     p·growth, else (until two probes are certified and their secant caps the step) a cap on
     p·growth, at least p·(1 + 2·rtol). A CROWN bound's drop grows a little
     faster than ε² near its crossing (as ε^2.2–2.4 on the smoke network), so q lands just below the
-    crossing, whence one more probe brackets it tightly. Once bracketed, the
-    crossing is estimated from the probes' margins and (0, m₀) (inverse quadratic interpolation through three
-    of them, else the chord of the two that bracket it), and the next probe is placed a fraction
+    crossing, whence one more probe brackets it tightly. Once bracketed, the crossing is estimated
+    from the two probes that bracket it and m₀, as the crossing of m₀ − c·ε^k through them
+    (``_power_crossing``), else by inverse quadratic interpolation through three of the probes and
+    (0, m₀), else the chord of the two that bracket it; the next probe is placed a fraction
     0.4·rtol of the way past that estimate on the side of the bracket end that is farther from it,
     so that a good estimate closes the bracket in two probes; a probe stays strictly inside the
     bracket, and whenever two probes have not halved its (log) width the probe is the geometric
@@ -295,6 +296,10 @@ class _Bracket:
         if not pos or not neg:
             return None
         a, b = pos[-1], neg[0]
+        if self.clean is not None and self.clean > 0:
+            est = _power_crossing(a, b, self.clean)
+            if est is not None and a[0] < est < b[0]:
+                return est
         third = [q for q in (pos[-2] if len(pos) > 1 else None, neg[1] if len(neg) > 1 else None) if q is not None]
         if third:
             c = min(third, key=lambda q: abs(q[1]))
@@ -302,6 +307,19 @@ class _Bracket:
             if est is not None and a[0] < est < b[0]:
                 return est
         return _crossing(a, b)
+
+
+def _power_crossing(a, b, clean: float) -> float | None:
+    """Where m(ε) = m₀ − c·ε^k through the points (ε, m) a and b (0 < ε_a < ε_b, drops
+    0 < m₀ − m_a < m₀ − m_b) crosses 0: k = ln(d_b/d_a) / ln(ε_b/ε_a), ε = ε_a·(m₀/d_a)^(1/k).
+    A CROWN margin bound's drop from its clean value is close to such a power of ε (k ≈ 2.2–2.4
+    for ℓ∞ and ≈ 3 for ℓ2 on the smoke network), so two probes far apart still locate the crossing."""
+    (ea, ma), (eb, mb) = a, b
+    da, db = clean - ma, clean - mb
+    if not (0 < ea < eb and 0 < da < db):
+        return None
+    k = math.log(db / da) / math.log(eb / ea)
+    return ea * (clean / da) ** (1 / k)
 
 
 def _crossing(a, b) -> float | None:

@@ -415,7 +415,7 @@ def test_block_widths_name_every_block_and_crown_is_narrower(model_and_data):
 
 
 # ----------------------------------------------------------------------------- the radius search
-from rnas_lib.verify import _Bracket  # noqa: E402
+from rnas_lib.verify import _Bracket, _power_crossing  # noqa: E402
 
 
 def _run_bracket(margin, lo=0.0, eps_max=1.0, growth=2.0, rtol=0.01, tol=1e-9, clean=None):
@@ -457,6 +457,27 @@ def test_radius_search_grows_fast_while_the_margin_stays_near_the_clean_one(shap
     br, probes = _run_bracket(margin, lo=2e-5, growth=1.5, clean=m0)
     assert br.lo <= root < br.hi and br.hi - br.lo <= 0.01 * br.hi, (br.lo, br.hi)
     assert len(probes) <= 12 and len(probes) < len(blind) - 10, (probes, blind)
+
+
+@pytest.mark.parametrize("k", [1.0, 2.3, 3.0, 4.5])
+def test_power_crossing_is_exact_for_a_power_drop(k):
+    """m(ε) = m₀ − c·ε^k through two probes far apart (one certified, one not) gives the crossing
+    exactly; without two growing drops there is no estimate."""
+    m0, root = 7.0, 0.0371
+    m = lambda e: m0 * (1 - (e / root) ** k)  # noqa: E731
+    a, b = (0.6 * root, m(0.6 * root)), (1.4 * root, m(1.4 * root))
+    assert _power_crossing(a, b, m0) == pytest.approx(root, rel=1e-12)
+    assert _power_crossing(b, a, m0) is None and _power_crossing((0.6 * root, m0 + 1), b, m0) is None
+
+
+@pytest.mark.parametrize("k", [2.3, 3.0])
+def test_radius_search_brackets_a_power_drop_in_few_probes(k):
+    """A margin whose drop is a power of ε (as a CROWN bound's nearly is): from a certified start
+    half the crossing, the search brackets it to 1 % in at most 4 probes."""
+    m0, root = 9.0, 0.0442
+    br, probes = _run_bracket(lambda e: m0 * (1 - (e / root) ** k), lo=0.5 * root, growth=1.5, clean=m0)
+    assert br.lo <= root < br.hi and br.hi - br.lo <= 0.01 * br.hi, (br.lo, br.hi)
+    assert len(probes) <= 4, probes
 
 
 def test_radius_search_from_a_certified_start_and_at_the_cap():
