@@ -133,6 +133,7 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
         eps_max = whole_box_radius(norm, x.shape[1:])
     if isinstance(eps_max, bool) or not isinstance(eps_max, (int, float)) or not eps_max > 0:
         raise ValueError(f"eps_max must be a positive number, got {eps_max!r}")
+    alpha_steps = _check_count("alpha_steps", alpha_steps)
     workers = check_workers(workers)
     check_certifiable(model, batch_statistics)
     if model.training:
@@ -267,9 +268,9 @@ class _Bracket:
             p = self.growth * last
             if self.clean is not None and 0 < m < self.clean:
                 # the crossing of a quadratic drop, a little short of it: past that of a steeper drop
-                q = last * min(math.sqrt(self.clean / (self.clean - m)), self.MAX_GROWTH) * (1 - 2 * self.rtol)
-                if q > p or sum(1 for point in self.points if point[1] > 0) < 2:
-                    p = q if q > p else max(q, last * (1 + 2 * self.rtol))
+                aim = last * min(math.sqrt(self.clean / (self.clean - m)), self.MAX_GROWTH) * (1 - 2 * self.rtol)
+                if aim > p or sum(1 for point in self.points if point[1] > 0) < 2:
+                    p = aim if aim > p else max(aim, last * (1 + 2 * self.rtol))
             ok = [q for q in self.points if q[1] > 0]
             if len(ok) >= 2:
                 est = _crossing(ok[-2], ok[-1])
@@ -463,6 +464,7 @@ def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
     as in ``certified_radius``."""
     eps, norm = _check_args(x, eps, norm, method, clip, relu_slope)
     eps = eps.view(-1)
+    alpha_steps = _check_count("alpha_steps", alpha_steps)
     workers = check_workers(workers)
     check_certifiable(model, batch_statistics)
     if model.training:

@@ -520,6 +520,11 @@ def test_workers_are_checked_and_refused_where_no_process_can_start(model_and_da
             certified_radius(net, x, y, workers=bad)
         with pytest.raises(ValueError, match="workers must be a positive integer"):
             certified_mask(net, x, y, 0.01, workers=bad)
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="alpha_steps must be an integer ≥ 1"):
+            certified_mask(net, x, y, 0.01, method="alpha-crown", alpha_steps=bad)
+        with pytest.raises(ValueError, match="alpha_steps must be an integer ≥ 1"):
+            certified_radius(net, x, y, method="alpha-crown", alpha_steps=bad)
     assert parallel.check_workers(-1) == parallel.usable_cores() >= 1
     with pytest.raises(ValueError, match=r"on \['meta'\]: pass workers=1"):
         parallel.in_processes(lambda t: t, (torch.empty(4, device="meta"),), 4, 2)
