@@ -778,3 +778,26 @@ def test_conv_by_taps_gradients_match_finite_differences():
         a = torch.randn(rows, 6, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
         w = torch.randn(2, 6, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda a, w: bounds._conv_by_taps(a, w, (2, 1), (1, 1)), (a, w))
+
+
+@pytest.mark.parametrize("ci, co, k, stride, padding, dilation, groups, size",
+                         [(6, 1, 3, 1, 1, 1, 1, 5),  # the stem's transpose: by taps
+                          (4, 6, 1, 1, 0, 1, 1, 6),  # pointwise: a matmul
+                          (4, 6, 1, 2, 0, 1, 1, 7),  # strided pointwise (FactorizedReduce), odd size: strided matmul
+                          (4, 6, 1, 2, 0, 1, 1, 8),
+                          (4, 4, 3, 2, 1, 1, 4, 7),  # strided depthwise: conv_transpose2d
+                          (4, 4, 5, 1, 4, 2, 4, 8),  # dilated depthwise: conv2d
+                          (3, 6, 3, 1, 1, 1, 1, 6)])  # few channels to many: conv2d
+def test_conv_transpose_is_its_vjp_on_every_path(ci, co, k, stride, padding, dilation, groups, size):
+    """_Conv.transpose against autograd's vector-Jacobian product of conv2d, for each way it is computed,
+    with one row and with several."""
+    g = torch.Generator().manual_seed(ci * co + k)
+    w = torch.randn(co, ci // groups, k, k, generator=g)
+    op = bounds._Conv(w, None, stride, padding, dilation, groups)
+    for rows in (1, 3):
+        z = torch.randn(2, ci, size, size, generator=g, requires_grad=True)
+        out = torch.nn.functional.conv2d(z, w, None, stride, padding, dilation, groups)
+        torch.testing.assert_close(op.forward(z), out, rtol=0, atol=1e-12)
+        A = torch.randn(2, rows, *out.shape[1:], generator=g)
+        vjp = torch.stack([torch.autograd.grad(out, z, A[:, r], retain_graph=True)[0] for r in range(rows)], 1)
+        torch.testing.assert_close(op.transpose(A, [z.shape[1:]])[0], vjp, rtol=0, atol=1e-12)
