@@ -158,16 +158,15 @@ def _radii(model, x, y, targets, settings) -> torch.Tensor:
     norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, recheck = settings
     graph = trace(model, x)
     logits = graph.values[-1]
-    correct = torch.ones(len(x), dtype=torch.bool, device=x.device)
     # every bound is exact at ε = 0: the margin there is the clean one, over the bounded specification rows
     clean = (margin_spec(y, logits.shape[1], targets, logits.dtype) @ logits.unsqueeze(2)).squeeze(2).amin(1)
     lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
     # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
     starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
     for cheap in starts:
-        lo = _search(model, x, y, targets, correct, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
+        lo = _search(model, x, y, targets, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
                      alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph), clean=clean)
-    lo = _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
+    lo = _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
                  growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph), clean=clean)
     if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
         lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps,
@@ -195,14 +194,14 @@ def _group_size(method: str, graph, dtype: torch.dtype | None = None) -> int:
     return len(graph.values[0])
 
 
-def _search(model, x, y, targets, correct, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
+def _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
             growth, group, clean):
-    """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,), one ``_Bracket``
-    per sample (``clean``: the margins at ε = 0); each round bounds the unfinished samples at their
-    next probes, ``group`` at a time."""
+    """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,) of correctly
+    classified samples, one ``_Bracket`` per sample (``clean``: the margins at ε = 0); each round
+    bounds the unfinished samples at their next probes, ``group`` at a time."""
     brackets = [_Bracket(float(lo[b]), float(eps_max), growth, rtol, tol, float(clean[b])) for b in range(len(lo))]
     for _ in range(100):
-        i = [b for b in range(len(lo)) if bool(correct[b]) and not brackets[b].done()]
+        i = [b for b in range(len(lo)) if not brackets[b].done()]
         if not i:
             break
         probes = torch.tensor([brackets[b].next_probe() for b in i], dtype=lo.dtype, device=lo.device)
@@ -266,12 +265,12 @@ class _Bracket:
                 return min(1.5 * lo, self.eps_max) if lo > 0 else self.eps_max / 1024
             last, m = self.points[-1]
             p = self.growth * last
+            ok = [q for q in self.points if q[1] > 0]
             if self.clean is not None and 0 < m < self.clean:
                 # the crossing of a quadratic drop, a little short of it: past that of a steeper drop
                 aim = last * min(math.sqrt(self.clean / (self.clean - m)), self.MAX_GROWTH) * (1 - 2 * self.rtol)
-                if aim > p or sum(1 for point in self.points if point[1] > 0) < 2:
+                if aim > p or len(ok) < 2:
                     p = aim if aim > p else max(aim, last * (1 + 2 * self.rtol))
-            ok = [q for q in self.points if q[1] > 0]
             if len(ok) >= 2:
                 est = _crossing(ok[-2], ok[-1])
                 if est is not None:
@@ -290,15 +289,16 @@ class _Bracket:
 
     def _estimate(self) -> float | None:
         """The crossing of m(ε) through 0 estimated from the probes nearest to it on each side."""
+        clean = self.clean if self.clean is not None and self.clean > 0 else None
         pos = sorted(q for q in self.points if q[1] > 0)
-        if self.clean is not None and self.clean > 0:
-            pos.insert(0, (0.0, self.clean))
+        if clean is not None:
+            pos.insert(0, (0.0, clean))
         neg = sorted(q for q in self.points if q[1] <= 0)
         if not pos or not neg:
             return None
         a, b = pos[-1], neg[0]
-        if self.clean is not None and self.clean > 0:
-            est = _power_crossing(a, b, self.clean)
+        if clean is not None:
+            est = _power_crossing(a, b, clean)
             if est is not None and a[0] < est < b[0]:
                 return est
         third = [q for q in (pos[-2] if len(pos) > 1 else None, neg[1] if len(neg) > 1 else None) if q is not None]
@@ -351,13 +351,18 @@ def _grouped_certificates(model, x, y, targets, i, eps, norm, method, clip, relu
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def _float64_certificates(model, x, y, targets, i, eps, norm, method, clip, relu_slope, alpha_steps, group):
+    """``_grouped_certificates`` of the samples i at radii ``eps`` by a float64 copy of the model, with
+    margins held to RECHECK_MARGIN (the re-check of float32 certificates)."""
+    return _grouped_certificates(copy.deepcopy(model).double(), x.double(), y, targets, i, eps.double(), norm, method,
+                                 clip, relu_slope, alpha_steps, group, threshold=RECHECK_MARGIN)
+
+
 def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps, group):
     """Radii ``lo`` re-verified in float64 (margin > RECHECK_MARGIN), ``group`` samples at a time,
     else the float64-certified r."""
-    model64 = copy.deepcopy(model).double()
     i = (lo > 0).nonzero().squeeze(1)
-    m, r = _grouped_certificates(model64, x.double(), y, targets, i, lo[i].double(), norm, method, clip, relu_slope,
-                                 alpha_steps, group, threshold=RECHECK_MARGIN)
+    m, r = _float64_certificates(model, x, y, targets, i, lo[i], norm, method, clip, relu_slope, alpha_steps, group)
     lo = lo.clone()
     lo[i] = torch.where(m > RECHECK_MARGIN, lo[i], r.to(lo.dtype).clamp(max=lo[i]))
     return lo
@@ -491,9 +496,8 @@ def _certified(model, x, y, eps, settings) -> torch.Tensor:
     ok = m > 0
     if recheck and x.dtype != torch.float64 and bool(ok.any()):
         i = ok.nonzero().squeeze(1)
-        m, _ = _grouped_certificates(copy.deepcopy(model).double(), x.double(), y, None, i, eps[i].double(), norm,
-                                     method, clip, relu_slope, alpha_steps, _group_size(method, graph, torch.float64),
-                                     threshold=RECHECK_MARGIN)
+        m, _ = _float64_certificates(model, x, y, None, i, eps[i], norm, method, clip, relu_slope, alpha_steps,
+                                     _group_size(method, graph, torch.float64))
         ok[i] = m > RECHECK_MARGIN
     return ok
 

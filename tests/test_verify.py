@@ -352,7 +352,7 @@ def test_full_crown_starts_from_crown_forward_only_where_it_fits(monkeypatch, fo
         monkeypatch.setattr(bounds, "FORWARD_MEMORY", 0)
     searched = []
     search = verify._search
-    monkeypatch.setattr(verify, "_search", lambda *a, **k: searched.append(a[6]) or search(*a, **k))
+    monkeypatch.setattr(verify, "_search", lambda *a, **k: searched.append(a[5]) or search(*a, **k))
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).double()
     x = torch.rand(3, 1, 9, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
