@@ -117,7 +117,9 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     crown-ibp's, ×4). Only unfinished samples are bounded at each probe: one image at a time for
     crown, as many as fit in memory for crown-forward, all together for the others.
     ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
-    a sample that fails gets the radius that float64 bound certifies instead.
+    a sample that fails gets the radius that float64 bound certifies instead. The probe expected to
+    end a sample's search (below the crossing estimate, closing the bracket) is bounded in float64
+    directly, so a radius it certifies needs no re-check.
     eps_max defaults to 1 for ℓ∞ (the whole [0, 1] box) and √(C·H·W) for ℓ2 (its diameter).
     ``workers`` > 1 (−1: every usable core) certifies chunks of the batch in that many processes
     (``rnas_lib.parallel``): a bound of an 8×8 image is too small to keep two threads busy, so
@@ -164,13 +166,15 @@ def _radii(model, x, y, targets, settings) -> torch.Tensor:
     # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
     starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
     for cheap in starts:
-        lo = _search(model, x, y, targets, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
-                     alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph), clean=clean)
-    lo = _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-                 growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph), clean=clean)
-    if recheck and x.dtype != torch.float64 and bool((lo > 0).any()):
-        lo = _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps,
-                      _group_size(method, graph, torch.float64))
+        lo, _ = _search(model, x, y, targets, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
+                        alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph), clean=clean)
+    recheck = recheck and x.dtype != torch.float64
+    group64 = _group_size(method, graph, torch.float64)
+    lo, verified = _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
+                           growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph),
+                           clean=clean, group64=group64 if recheck else None)
+    if recheck and bool(((lo > 0) & ~verified).any()):
+        lo = _recheck(model, x, y, targets, lo, ~verified, norm, method, clip, relu_slope, alpha_steps, group64)
     return lo
 
 
@@ -195,22 +199,39 @@ def _group_size(method: str, graph, dtype: torch.dtype | None = None) -> int:
 
 
 def _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-            growth, group, clean):
+            growth, group, clean, group64=None):
     """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,) of correctly
     classified samples, one ``_Bracket`` per sample (``clean``: the margins at ε = 0); each round
-    bounds the unfinished samples at their next probes, ``group`` at a time."""
+    bounds the unfinished samples at their next probes, ``group`` at a time. With ``group64`` (the
+    float64 group size), a probe that would end its search if certified, below the bracket's
+    estimate of the crossing, is bounded in float64 (``_float64_certificates``), ``group64`` at a
+    time: when it certifies, the radius needs no re-check. Returns the radii (B,) and whether each
+    was certified in float64 (B,)."""
     brackets = [_Bracket(float(lo[b]), float(eps_max), growth, rtol, tol, float(clean[b])) for b in range(len(lo))]
+    model64 = None
     for _ in range(100):
         i = [b for b in range(len(lo)) if not brackets[b].done()]
         if not i:
             break
-        probes = torch.tensor([brackets[b].next_probe() for b in i], dtype=lo.dtype, device=lo.device)
-        idx = torch.tensor(i, device=lo.device)
-        m, r = _grouped_certificates(model, x, y, targets, idx, probes, norm, method, clip, relu_slope, alpha_steps,
-                                     group)
-        for b, p, mb, rb in zip(i, probes.tolist(), m.tolist(), r.tolist()):
-            brackets[b].record(p, mb, rb)
-    return torch.tensor([br.lo for br in brackets], dtype=lo.dtype, device=lo.device)
+        probes = [brackets[b].next_probe() for b in i]
+        final = [group64 is not None and brackets[b].ends_if_certified(p) for b, p in zip(i, probes)]
+        for in64 in (False, True):
+            k = [n for n, f in enumerate(final) if f == in64]
+            if not k:
+                continue
+            idx = torch.tensor([i[n] for n in k], device=lo.device)
+            eps = torch.tensor([probes[n] for n in k], dtype=lo.dtype, device=lo.device)
+            if in64:
+                model64 = _as_float64(model) if model64 is None else model64
+                m, r = _float64_certificates(model64, x, y, targets, idx, eps, norm, method, clip, relu_slope,
+                                             alpha_steps, group64)
+            else:
+                m, r = _grouped_certificates(model, x, y, targets, idx, eps, norm, method, clip, relu_slope,
+                                             alpha_steps, group)
+            for b, p, mb, rb in zip(idx.tolist(), eps.tolist(), m.tolist(), r.tolist()):
+                brackets[b].record(p, mb, rb, float64=in64)
+    return (torch.tensor([br.lo for br in brackets], dtype=lo.dtype, device=lo.device),
+            torch.tensor([br.verified for br in brackets], dtype=torch.bool, device=lo.device))
 
 
 class _Bracket:
@@ -229,8 +250,9 @@ class _Bracket:
     from the two probes that bracket it and m₀, as the crossing of m₀ − c·ε^k through them
     (``_power_crossing``), else by inverse quadratic interpolation through three of the probes and
     (0, m₀), else the chord of the two that bracket it; the next probe is placed a fraction
-    0.4·rtol of the way past that estimate on the side of the bracket end that is farther from it,
-    so that a good estimate closes the bracket in two probes; a probe stays strictly inside the
+    0.4·rtol below that estimate where, certified, it would close the bracket, else 0.4·rtol above
+    it, so that a good estimate closes the bracket in two probes, the last one certified (and so
+    worth bounding in float64: ``ends_if_certified``); a probe stays strictly inside the
     bracket, and whenever two probes have not halved its (log) width the probe is the geometric
     midpoint instead (as in Brent's method). While growing, the secant of the last two certified
     probes (which overshoots a concave m(ε)) caps the next probe. A failed probe still certifies
@@ -245,16 +267,29 @@ class _Bracket:
         self.points: list[tuple[float, float]] = []  # (probe, margin bound there)
         self.widths: list[float] = []  # log(hi / lo) after each probe once bracketed
         self.failed = False
+        self.verified = False  # lo was certified by a float64 bound (margin > RECHECK_MARGIN)
+        self.estimate: float | None = None  # the crossing estimate behind the last bracketed probe
 
     def done(self) -> bool:
         return self.lo >= self.hi or self.hi - self.lo <= max(self.rtol * self.hi, self.tol)
 
-    def record(self, eps: float, m: float, r: float) -> None:
+    def ends_if_certified(self, eps: float) -> bool:
+        """Whether a probe at ``eps`` would end the search if certified, and is expected to be: the
+        bracket is closed on the right and ``eps`` lies at or below the crossing estimate. Such a
+        probe is worth bounding in float64, where it needs no re-check."""
+        return (self.failed and self.hi - eps <= max(self.rtol * self.hi, self.tol)
+                and self.estimate is not None and eps <= self.estimate)
+
+    def record(self, eps: float, m: float, r: float, float64: bool = False) -> None:
+        """The margin bound m at a probe ε and the radius r its linear bound certifies; ``float64``:
+        a float64 bound, whose certificates need margin > RECHECK_MARGIN and need no re-check."""
         self.points.append((eps, m))
-        if m > 0:
-            self.lo = eps
+        if m > (RECHECK_MARGIN if float64 else 0.0):
+            self.lo, self.verified = eps, float64
         else:
-            self.hi, self.lo, self.failed = eps, max(self.lo, min(r, eps)), True
+            self.hi, self.failed = eps, True
+            if min(r, eps) > self.lo:
+                self.lo, self.verified = min(r, eps), float64
         if self.failed:
             self.widths.append(math.log(self.hi / self.lo) if self.lo > 0 else math.inf)
 
@@ -276,14 +311,16 @@ class _Bracket:
                 if est is not None:
                     p = min(p, max(est * (1 + 0.4 * self.rtol), lo * (1 + 2 * self.rtol)))
             return min(p, self.eps_max)
+        self.estimate = None
         if lo <= 0:
             return hi / 4
         mid = math.sqrt(lo * hi)
         stalled = len(self.widths) >= 3 and self.widths[-1] > 0.5 * self.widths[-3]
-        est = None if stalled else self._estimate()
+        est = self.estimate = None if stalled else self._estimate()
         if est is None or not lo < est < hi:
             return mid
-        p = est * (1 + 0.4 * self.rtol) if hi / est > est / lo else est * (1 - 0.4 * self.rtol)
+        below = est * (1 - 0.4 * self.rtol)
+        p = below if hi - below <= max(self.rtol * hi, self.tol) else est * (1 + 0.4 * self.rtol)
         inner = 1 + 0.1 * self.rtol  # strictly inside the bracket
         return min(max(p, lo * inner), hi / inner) if hi / lo > inner**2 else mid
 
@@ -351,18 +388,24 @@ def _grouped_certificates(model, x, y, targets, i, eps, norm, method, clip, relu
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _float64_certificates(model, x, y, targets, i, eps, norm, method, clip, relu_slope, alpha_steps, group):
-    """``_grouped_certificates`` of the samples i at radii ``eps`` by a float64 copy of the model, with
-    margins held to RECHECK_MARGIN (the re-check of float32 certificates)."""
-    return _grouped_certificates(copy.deepcopy(model).double(), x.double(), y, targets, i, eps.double(), norm, method,
-                                 clip, relu_slope, alpha_steps, group, threshold=RECHECK_MARGIN)
+def _as_float64(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` (for the float64 bounds that certify without a re-check)."""
+    return copy.deepcopy(model).double()
 
 
-def _recheck(model, x, y, targets, lo, norm, method, clip, relu_slope, alpha_steps, group):
-    """Radii ``lo`` re-verified in float64 (margin > RECHECK_MARGIN), ``group`` samples at a time,
-    else the float64-certified r."""
-    i = (lo > 0).nonzero().squeeze(1)
-    m, r = _float64_certificates(model, x, y, targets, i, lo[i], norm, method, clip, relu_slope, alpha_steps, group)
+def _float64_certificates(model64, x, y, targets, i, eps, norm, method, clip, relu_slope, alpha_steps, group):
+    """``_grouped_certificates`` of the samples i at radii ``eps`` by the float64 model ``model64``
+    (``_as_float64``), with margins held to RECHECK_MARGIN (the re-check of float32 certificates)."""
+    return _grouped_certificates(model64, x.double(), y, targets, i, eps.double(), norm, method, clip, relu_slope,
+                                 alpha_steps, group, threshold=RECHECK_MARGIN)
+
+
+def _recheck(model, x, y, targets, lo, which, norm, method, clip, relu_slope, alpha_steps, group):
+    """Radii ``lo`` of the samples ``which`` (B,) bool re-verified in float64 (margin > RECHECK_MARGIN),
+    ``group`` samples at a time, else the float64-certified r."""
+    i = ((lo > 0) & which).nonzero().squeeze(1)
+    m, r = _float64_certificates(_as_float64(model), x, y, targets, i, lo[i], norm, method, clip, relu_slope,
+                                 alpha_steps, group)
     lo = lo.clone()
     lo[i] = torch.where(m > RECHECK_MARGIN, lo[i], r.to(lo.dtype).clamp(max=lo[i]))
     return lo
@@ -496,7 +539,7 @@ def _certified(model, x, y, eps, settings) -> torch.Tensor:
     ok = m > 0
     if recheck and x.dtype != torch.float64 and bool(ok.any()):
         i = ok.nonzero().squeeze(1)
-        m, _ = _float64_certificates(model, x, y, None, i, eps[i], norm, method, clip, relu_slope, alpha_steps,
+        m, _ = _float64_certificates(_as_float64(model), x, y, None, i, eps[i], norm, method, clip, relu_slope, alpha_steps,
                                      _group_size(method, graph, torch.float64))
         ok[i] = m > RECHECK_MARGIN
     return ok

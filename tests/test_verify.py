@@ -325,15 +325,29 @@ def test_a_failed_probe_still_certifies_its_concretisation_radius(model_and_data
     assert (attack(net, x[:-1][failed], y[:-1][failed], r[failed], norm) > 0).all()
 
 
-def test_float32_radii_are_rechecked_in_float64():
-    """A float32 certificate is re-verified in float64 at the reported radius (margin > 1e-8)."""
+def test_float32_radii_are_rechecked_in_float64(monkeypatch):
+    """A float32 certificate is re-verified in float64 at the reported radius (margin > 1e-8); a
+    radius that the search's last probe certified in float64 skips the re-check, and the radii are
+    those of the search without float64 probes, which re-checks them all."""
+    from rnas_lib import verify
+
     torch.manual_seed(0)
     net = Network(PUBLISHED["DARTS_V2"], 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3]).float().eval()
     x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
     with torch.no_grad():
         y = net(x).argmax(1)
+    rechecked = []
+    recheck = verify._recheck
+    monkeypatch.setattr(verify, "_recheck", lambda *a: rechecked.append(a[5]) or recheck(*a))
     r = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
     assert r.dtype == torch.float32 and (r > 0).all()
+    skipped = len(x) - (int(rechecked[0].sum()) if rechecked else 0)
+    assert skipped > 0  # some radii were certified in float64 by the search itself
+    monkeypatch.setattr(verify._Bracket, "ends_if_certified", lambda self, eps: False)
+    rechecked.clear()
+    r32 = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
+    assert int(rechecked[0].sum()) == len(x)
+    torch.testing.assert_close(r, r32, rtol=0.01, atol=1e-6)
     net64 = Network(PUBLISHED["DARTS_V2"], 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3]).double().eval()
     net64.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in net.state_dict().items()})
     with torch.no_grad():
@@ -478,6 +492,34 @@ def test_radius_search_brackets_a_power_drop_in_few_probes(k):
     br, probes = _run_bracket(lambda e: m0 * (1 - (e / root) ** k), lo=0.5 * root, growth=1.5, clean=m0)
     assert br.lo <= root < br.hi and br.hi - br.lo <= 0.01 * br.hi, (br.lo, br.hi)
     assert len(probes) <= 4, probes
+
+
+def test_the_probe_that_ends_a_search_is_bounded_in_float64_and_needs_no_recheck():
+    """Once bracketed, a probe below the crossing estimate that closes the bracket if certified is
+    flagged for float64; a float64 margin certifies only above RECHECK_MARGIN; lo is verified only
+    while a float64 certificate set it."""
+    from rnas_lib.verify import RECHECK_MARGIN
+
+    root, m0 = 0.05, 4.0
+    margin = lambda e: m0 * (1 - (e / root) ** 2)  # noqa: E731
+    br = _Bracket(0.02, 1.0, 1.5, 0.01, 1e-9, m0)
+    assert not br.ends_if_certified(br.next_probe())  # growing: nothing failed yet
+    flagged = []
+    while not br.done():
+        p = br.next_probe()
+        in64 = br.ends_if_certified(p)
+        assert not in64 or (br.hi - p <= 0.01 * br.hi and p <= br.estimate)
+        flagged.append(in64)
+        br.record(p, margin(p), 0.0, float64=in64)
+    assert any(flagged) and br.lo <= root < br.hi
+    assert br.verified == (flagged[-1] and margin(br.lo) > RECHECK_MARGIN)
+    br = _Bracket(0.02, 1.0, 1.5, 0.01, 1e-9, m0)
+    br.record(0.03, RECHECK_MARGIN / 2, 0.0, float64=True)  # positive, but not by the re-check's margin
+    assert br.failed and br.hi == 0.03 and br.lo == 0.02 and not br.verified
+    br.record(0.025, 1.0, 0.0, float64=True)
+    assert br.lo == 0.025 and br.verified
+    br.record(0.028, -1.0, 0.027, float64=False)  # a float32 failure that certifies a larger radius
+    assert br.lo == 0.027 and not br.verified
 
 
 def test_radius_search_from_a_certified_start_and_at_the_cap():
