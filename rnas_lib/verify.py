@@ -230,8 +230,16 @@ def _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_s
                                              alpha_steps, group)
             for b, p, mb, rb in zip(idx.tolist(), eps.tolist(), m.tolist(), r.tolist()):
                 brackets[b].record(p, mb, rb, float64=in64)
-    return (torch.tensor([br.lo for br in brackets], dtype=lo.dtype, device=lo.device),
+    radii = torch.tensor([br.lo for br in brackets], dtype=torch.float64, device=lo.device)
+    return (_round_down(radii, lo.dtype),
             torch.tensor([br.verified for br in brackets], dtype=torch.bool, device=lo.device))
+
+
+def _round_down(r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Radii r in ``dtype``, rounded towards zero where ``dtype`` cannot hold them (a float64-certified
+    radius rounded up to the nearest float32 would claim a ball a little larger than the certified one)."""
+    t = r.to(dtype)
+    return torch.where(t.to(r.dtype) > r, torch.nextafter(t, torch.zeros_like(t)), t)
 
 
 class _Bracket:
@@ -407,7 +415,7 @@ def _recheck(model, x, y, targets, lo, which, norm, method, clip, relu_slope, al
     m, r = _float64_certificates(_as_float64(model), x, y, targets, i, lo[i], norm, method, clip, relu_slope,
                                  alpha_steps, group)
     lo = lo.clone()
-    lo[i] = torch.where(m > RECHECK_MARGIN, lo[i], r.to(lo.dtype).clamp(max=lo[i]))
+    lo[i] = torch.where(m > RECHECK_MARGIN, lo[i], _round_down(r, lo.dtype).clamp(max=lo[i]))
     return lo
 
 

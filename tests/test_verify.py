@@ -522,6 +522,18 @@ def test_the_probe_that_ends_a_search_is_bounded_in_float64_and_needs_no_recheck
     assert br.lo == 0.027 and not br.verified
 
 
+def test_float64_radii_are_rounded_down_to_float32():
+    """A radius certified in float64 is reported in the sample's dtype, never above the certified value."""
+    from rnas_lib.verify import _round_down
+
+    r = torch.tensor([0.1, 1 / 3, 2.0**-20, 0.0, 0.0123456789], dtype=torch.float64)
+    r32 = _round_down(r, torch.float32)
+    assert r32.dtype == torch.float32 and (r32.double() <= r).all()
+    assert (r - r32.double() <= r * 2.0**-23).all()  # the nearest float32 at or below r
+    assert r32[2] == 2.0**-20 and r32[3] == 0
+    assert torch.equal(_round_down(r, torch.float64), r)
+
+
 def test_radius_search_from_a_certified_start_and_at_the_cap():
     br, probes = _run_bracket(lambda e: 0.02 - e, lo=0.015)
     assert probes[0] == pytest.approx(1.5 * 0.015) and 0.0198 <= br.lo <= 0.02 < br.hi
