@@ -163,16 +163,18 @@ def _radii(model, x, y, targets, settings) -> torch.Tensor:
     # every bound is exact at ε = 0: the margin there is the clean one, over the bounded specification rows
     clean = (margin_spec(y, logits.shape[1], targets, logits.dtype) @ logits.unsqueeze(2)).squeeze(2).amin(1)
     lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    failed = torch.full_like(lo, eps_max)
     # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
     starts = [m for m in _CHEAPER.get(method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
     for cheap in starts:
-        lo, _ = _search(model, x, y, targets, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
-                        alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph), clean=clean)
+        lo, _, failed = _search(model, x, y, targets, norm, cheap, eps_max, tol, max(rtol, 0.1), clip, relu_slope,
+                                alpha_steps, lo, growth=4.0, group=_group_size(cheap, graph), clean=clean,
+                                first=failed)
     recheck = recheck and x.dtype != torch.float64
     group64 = _group_size(method, graph, torch.float64)
-    lo, verified = _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-                           growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph),
-                           clean=clean, group64=group64 if recheck else None)
+    lo, verified, _ = _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps,
+                              lo, growth=1.5 if "crown-forward" in starts else 4.0, group=_group_size(method, graph),
+                              clean=clean, group64=group64 if recheck else None, first=failed)
     if recheck and bool(((lo > 0) & ~verified).any()):
         lo = _recheck(model, x, y, targets, lo, ~verified, norm, method, clip, relu_slope, alpha_steps, group64)
     return lo
@@ -199,15 +201,18 @@ def _group_size(method: str, graph, dtype: torch.dtype | None = None) -> int:
 
 
 def _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_slope, alpha_steps, lo,
-            growth, group, clean, group64=None):
+            growth, group, clean, group64=None, first=None):
     """The bracket search of ``certified_radius`` from certified radii ``lo`` (B,) of correctly
     classified samples, one ``_Bracket`` per sample (``clean``: the margins at ε = 0); each round
     bounds the unfinished samples at their next probes, ``group`` at a time. With ``group64`` (the
     float64 group size), a probe that would end its search if certified, below the bracket's
     estimate of the crossing, is bounded in float64 (``_float64_certificates``), ``group64`` at a
-    time: when it certifies, the radius needs no re-check. Returns the radii (B,) and whether each
-    was certified in float64 (B,)."""
-    brackets = [_Bracket(float(lo[b]), float(eps_max), growth, rtol, tol, float(clean[b])) for b in range(len(lo))]
+    time: when it certifies, the radius needs no re-check. ``first`` (B,): where a sample with no
+    certified radius starts (the smallest radius a cheaper bound failed at; default eps_max/1024).
+    Returns the radii (B,), whether each was certified in float64 (B,), and the smallest radius
+    each failed at (B,; eps_max if none)."""
+    brackets = [_Bracket(float(lo[b]), float(eps_max), growth, rtol, tol, float(clean[b]),
+                         None if first is None else float(first[b])) for b in range(len(lo))]
     model64 = None
     for _ in range(100):
         i = [b for b in range(len(lo)) if not brackets[b].done()]
@@ -232,7 +237,8 @@ def _search(model, x, y, targets, norm, method, eps_max, tol, rtol, clip, relu_s
                 brackets[b].record(p, mb, rb, float64=in64)
     radii = torch.tensor([br.lo for br in brackets], dtype=torch.float64, device=lo.device)
     return (_round_down(radii, lo.dtype),
-            torch.tensor([br.verified for br in brackets], dtype=torch.bool, device=lo.device))
+            torch.tensor([br.verified for br in brackets], dtype=torch.bool, device=lo.device),
+            torch.tensor([br.hi for br in brackets], dtype=lo.dtype, device=lo.device))
 
 
 def _round_down(r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -246,7 +252,8 @@ class _Bracket:
     """One sample's search for the radius where the margin bound m(ε) of a method crosses 0:
     ``lo`` certified, ``hi`` a probe that failed (or eps_max), done when hi − lo ≤ max(rtol·hi, tol).
 
-    Probes grow by ``growth`` (from 1.5·lo, or eps_max/1024) until one fails, and faster where the
+    Probes grow by ``growth`` (from 1.5·lo, or with nothing certified from ``first``, default
+    eps_max/1024: a tight bound's first probe where a cheaper one failed) until one fails, and faster where the
     last one left the margin bound close to the clean margin m₀ = m(0) (a bound is exact at ε = 0):
     with m(p) = m₀ − d, the chord from (0, m₀) crosses 0 at p·m₀/d, beyond the crossing of a concave
     m, and a drop m₀ − m(ε) that grows quadratically crosses at p·√(m₀/d). The next probe aims
@@ -269,9 +276,10 @@ class _Bracket:
     #: the most the informed growth multiplies a probe by
     MAX_GROWTH = 64.0
 
-    def __init__(self, lo: float, eps_max: float, growth: float, rtol: float, tol: float, clean: float | None = None):
+    def __init__(self, lo: float, eps_max: float, growth: float, rtol: float, tol: float, clean: float | None = None,
+                 first: float | None = None):
         self.lo, self.hi, self.eps_max, self.growth, self.rtol, self.tol = lo, eps_max, eps_max, growth, rtol, tol
-        self.clean = clean
+        self.clean, self.first = clean, min(first or eps_max / 1024, eps_max / 1024)
         self.points: list[tuple[float, float]] = []  # (probe, margin bound there)
         self.widths: list[float] = []  # log(hi / lo) after each probe once bracketed
         self.failed = False
@@ -305,7 +313,7 @@ class _Bracket:
         lo, hi = self.lo, self.hi
         if not self.failed:
             if not self.points:
-                return min(1.5 * lo, self.eps_max) if lo > 0 else self.eps_max / 1024
+                return min(1.5 * lo, self.eps_max) if lo > 0 else self.first
             last, m = self.points[-1]
             p = self.growth * last
             ok = [q for q in self.points if q[1] > 0]

@@ -534,6 +534,23 @@ def test_float64_radii_are_rounded_down_to_float32():
     assert torch.equal(_round_down(r, torch.float64), r)
 
 
+def test_with_nothing_certified_the_search_starts_where_a_cheaper_bound_failed():
+    """A tight bound's search over a sample that no cheaper bound certified starts at the smallest
+    radius the cheaper one failed at (probes at small radii are cheap; eps_max/1024 can cost hours
+    at 28×28), never above eps_max/1024, and still brackets a crossing above or below its start."""
+    assert _Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0).next_probe() == 1 / 1024
+    assert _Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6).next_probe() == 3e-6
+    assert _Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=0.5).next_probe() == 1 / 1024
+    assert _Bracket(0.2, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6).next_probe() == pytest.approx(0.3)
+    for root in (4e-5, 7e-7):
+        br = _Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6)
+        probes = []
+        while not br.done():
+            probes.append(br.next_probe())
+            br.record(probes[-1], 5.0 * (1 - (probes[-1] / root) ** 2), 0.0)
+        assert probes[0] == 3e-6 and max(probes) < 1e-3 and br.lo <= root < br.hi, (root, probes)
+
+
 def test_radius_search_from_a_certified_start_and_at_the_cap():
     br, probes = _run_bracket(lambda e: 0.02 - e, lo=0.015)
     assert probes[0] == pytest.approx(1.5 * 0.015) and 0.0198 <= br.lo <= 0.02 < br.hi
