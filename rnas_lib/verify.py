@@ -279,7 +279,7 @@ class _Bracket:
     def __init__(self, lo: float, eps_max: float, growth: float, rtol: float, tol: float, clean: float | None = None,
                  first: float | None = None):
         self.lo, self.hi, self.eps_max, self.growth, self.rtol, self.tol = lo, eps_max, eps_max, growth, rtol, tol
-        self.clean, self.first = clean, min(first or eps_max / 1024, eps_max / 1024)
+        self.clean, self.first = clean, eps_max / 1024 if first is None else min(first, eps_max / 1024)
         self.points: list[tuple[float, float]] = []  # (probe, margin bound there)
         self.widths: list[float] = []  # log(hi / lo) after each probe once bracketed
         self.failed = False
@@ -287,13 +287,17 @@ class _Bracket:
         self.estimate: float | None = None  # the crossing estimate behind the last bracketed probe
 
     def done(self) -> bool:
-        return self.lo >= self.hi or self.hi - self.lo <= max(self.rtol * self.hi, self.tol)
+        return self.lo >= self.hi or self._closes(self.lo, self.hi)
+
+    def _closes(self, lo: float, hi: float) -> bool:
+        """Whether a bracket [lo, hi] is within the search's resolution."""
+        return hi - lo <= max(self.rtol * hi, self.tol)
 
     def ends_if_certified(self, eps: float) -> bool:
         """Whether a probe at ``eps`` would end the search if certified, and is expected to be: the
         bracket is closed on the right and ``eps`` lies at or below the crossing estimate. Such a
         probe is worth bounding in float64, where it needs no re-check."""
-        return (self.failed and self.hi - eps <= max(self.rtol * self.hi, self.tol)
+        return (self.failed and self._closes(eps, self.hi)
                 and self.estimate is not None and eps <= self.estimate)
 
     def record(self, eps: float, m: float, r: float, float64: bool = False) -> None:
@@ -336,7 +340,7 @@ class _Bracket:
         if est is None or not lo < est < hi:
             return mid
         below = est * (1 - 0.4 * self.rtol)
-        p = below if hi - below <= max(self.rtol * hi, self.tol) else est * (1 + 0.4 * self.rtol)
+        p = below if self._closes(below, hi) else est * (1 + 0.4 * self.rtol)
         inner = 1 + 0.1 * self.rtol  # strictly inside the bracket
         return min(max(p, lo * inner), hi / inner) if hi / lo > inner**2 else mid
 
