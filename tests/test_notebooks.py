@@ -1,5 +1,6 @@
 """Every notebook: committed without outputs, exactly one `parameters` cell, and runs under papermill."""
 import json
+import re
 
 import nbformat
 import pytest
@@ -40,8 +41,9 @@ def test_runs_under_papermill(path, tmp_path):
 def test_robust_search_notebook(method, tmp_path):
     """Notebook 05 searches with the other robust methods (its default, dsrna_cb, runs in
     test_runs_under_papermill) at the smoke tier, for six of the tier's twenty epochs, and reports
-    its cell's clean accuracy and average certified radii (ℓ∞, ℓ2) next to the darts cell's."""
-    run_and_check("05", {"method": method, "epochs": 6}, tmp_path / f"05_{method}.ipynb")
+    its cell's clean accuracy and average certified radii (ℓ∞, ℓ2) next to the darts cell's; its
+    certificates run in two worker processes forked from the notebook's kernel."""
+    run_and_check("05", {"method": method, "epochs": 6, "workers": 2}, tmp_path / f"05_{method}.ipynb")
     table = json.loads((search_run_dir("smoke", method, 0, epochs=6) / "comparison.json").read_text())["table"]
     for label in (method, "darts"):
         row = table[label]
@@ -71,9 +73,13 @@ def test_partial_channel_search_notebook(parameters, label, tmp_path):
 
 
 def run_and_check(notebook, parameters, output):
-    """Execute at the smoke tier; the parameters must have been injected and no cell may fail."""
+    """Execute at the smoke tier; the parameters must be the notebook's own (declared in its
+    parameters cell, so that the value is used), must have been injected, and no cell may fail."""
     out = run_notebook(notebook, "smoke", parameters, output=output)
     executed = nbformat.read(out, as_version=4)
+    declared = next(c.source for c in executed.cells if "parameters" in c.metadata.get("tags", []))
+    for name in parameters:
+        assert re.search(rf"^{name}\s*=", declared, re.M), f"{notebook} has no parameter {name!r}"
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "tier = \"smoke\"" in injected[0].source
     for name, value in parameters.items():
