@@ -11,8 +11,14 @@ cascaded, so the error stays near float32's). The backward pass is PyTorch's own
 backward through the supernet works). Every other input goes to ``F.batch_norm`` unchanged, and so
 does every call made under a torch-function mode (``rnas_lib.jacobian`` catches F.batch_norm calls
 to hold the batch statistics constant).
+
+Certificates bound the network as it classifies, BatchNorm on its running statistics
+(``check_certifiable``); ``frozen_batch_statistics`` fixes a train-mode model's BatchNorms to one
+batch's statistics, the network that certificates with ``batch_statistics=True`` bound.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -110,3 +116,37 @@ class BatchNorm2d(nn.BatchNorm2d):
         tracked = not self.training or self.track_running_stats
         return batch_norm(x, self.running_mean if tracked else None, self.running_var if tracked else None,
                           self.weight, self.bias, use_batch_statistics, momentum, self.eps)
+
+
+def check_certifiable(model: nn.Module, batch_statistics: bool) -> None:
+    """Certificates bound the network as it classifies: BatchNorm on its running statistics."""
+    if model.training and not batch_statistics:
+        raise ValueError(f"{type(model).__name__} is in train mode, where BatchNorm normalises with the statistics of "
+                         "the batch being certified, so a certificate would depend on the batch; call model.eval() "
+                         "first, or pass batch_statistics=True if that batch-dependent network is what you mean")
+
+
+def frozen_batch_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """An eval-mode copy of ``model`` whose BatchNorms normalise with the statistics of the batch x
+    (mean and biased variance, as train mode does): the network that a train-mode model applies to
+    x, held fixed over the ε-ball, so that every probe of a certificate bounds the same network
+    whichever samples it bounds."""
+    frozen = copy.deepcopy(model).train()
+    stats = {}
+
+    def record(m, inputs, output):
+        v = inputs[0]
+        stats[m] = (v.mean((0, 2, 3)), v.var((0, 2, 3), unbiased=False))
+
+    norms = [m for m in frozen.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    handles = [m.register_forward_hook(record) for m in norms]
+    try:
+        with torch.no_grad():
+            frozen(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for m in norms:
+        mean, var = stats[m]
+        m.running_mean, m.running_var, m.track_running_stats = mean.clone(), var.clone(), True
+    return frozen.eval()

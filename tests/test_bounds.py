@@ -16,6 +16,11 @@ from torch import nn
 
 from rnas_lib import bounds, robustness
 from rnas_lib.bounds import margin_lower_bound, output_bounds, trace
+from rnas_lib.certify import forward
+from rnas_lib.certify.ball import Ball
+from rnas_lib.certify.primitives import Conv, MaxPool, ReLU, conv_by_taps
+from rnas_lib.certify.refine import undecided
+from rnas_lib.certify.state import BoundState
 from rnas_lib.data import load_dataset, search_split
 from rnas_lib.genotypes import Genotype, random_genotype
 from rnas_lib.network import Network
@@ -241,7 +246,7 @@ def test_crown_without_forward_mode_is_sound(norm, monkeypatch):
     """Where forward-mode bounds do not fit in FORWARD_MEMORY (CIFAR at paper size) CROWN's
     intermediate bounds come from the refined intervals and backward passes alone: sound on
     supernets and derived networks too."""
-    monkeypatch.setattr(bounds, "FORWARD_MEMORY", 0)
+    monkeypatch.setattr(forward, "FORWARD_MEMORY", 0)
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(7))
     y = torch.tensor([1, 3])
     for model in (supernet(12, C=2, steps=2), derived(13, ALL_OPS)):
@@ -353,7 +358,7 @@ def test_every_affine_node_transpose_is_its_vjp(make):
     seen = set()
     for i in range(1, len(g.ops)):
         op = g.ops[i]
-        if isinstance(op, (bounds._ReLU, bounds._MaxPool)) or not g.inputs[i]:
+        if isinstance(op, (ReLU, MaxPool)) or not g.inputs[i]:
             continue
         zs = [torch.randn_like(g.values[j]).requires_grad_() for j in g.inputs[i]]
         out = op.forward(*zs)
@@ -365,11 +370,11 @@ def test_every_affine_node_transpose_is_its_vjp(make):
         b0 = (A * op.forward(*[torch.zeros_like(z) for z in zs]).unsqueeze(1)).flatten(2).sum(-1)
         torch.testing.assert_close(b if b is not None else torch.zeros_like(b0), b0, rtol=0, atol=1e-10)
         seen.add(type(op).__name__)
-    expected = {"_Conv", "_ChannelAffine", "_AvgPool", "_Concat", "_Linear", "_GlobalAvgPool"}
-    expected |= {"_MixedEdges", "_EdgeSum", "_Repeat", "_Slice", "_Crop"} if isinstance(net, SearchNetwork) \
-        else {"_WeightedSum", "_Crop"}
+    expected = {"Conv", "ChannelAffine", "AvgPool", "Concat", "Linear", "GlobalAvgPool"}
+    expected |= {"MixedEdges", "EdgeSum", "Repeat", "Slice", "Crop"} if isinstance(net, SearchNetwork) \
+        else {"WeightedSum", "Crop"}
     if getattr(net, "partial_channels", 1) > 1:
-        expected |= {"_ChannelShuffle", "_WeightedSum"}
+        expected |= {"ChannelShuffle", "WeightedSum"}
     assert expected <= seen
 
 
@@ -390,10 +395,10 @@ def test_fused_supernet_bounds_equal_reference_supernet(train):
 
 def test_maxpool_relaxation_brackets_the_max():
     """z_j ≤ max(window) ≤ z_j + c on random boxes (the sound max-pool relaxation)."""
-    op = bounds._MaxPool(3, 2, 1)
+    op = MaxPool(3, 2, 1)
     l = torch.randn(2, 3, 6, 6)
     u = l + torch.rand(2, 3, 6, 6) * torch.randint(0, 2, (2, 3, 6, 6))
-    idx, c, _ = bounds._maxpool_relaxation(op, l, u)
+    idx, c, _ = op.relaxation(l, u)
     for _ in range(50):
         z = l + (u - l) * torch.rand(2, 3, 6, 6)
         zj = z.flatten(2).gather(2, idx)
@@ -423,7 +428,7 @@ def test_relu_backward_on_few_unstable_neurons_is_the_dense_rule(B, S, per_row_s
         sl = torch.where((su > 0) & (su < 1), slopes, sl)
         inputs.append(slopes)
     A = torch.randn(B, S, 3, 4, 4, generator=gen, requires_grad=True, **f32)
-    out, bias = bounds._relu_backward(A, (sl, su, bu))
+    out, bias = ReLU().backward(A, (sl, su, bu))
     dense = A * torch.where(A >= 0, sl, su), (A.clamp(max=0) * bu).flatten(2).sum(-1)
     torch.testing.assert_close(out, dense[0], rtol=0, atol=0)  # the same products, column by column
     torch.testing.assert_close(bias, dense[1])
@@ -439,14 +444,14 @@ def test_crown_refines_only_relaxations_a_tighter_bound_could_decide():
     """A 2×2 max-pool window is refined (its argmax j by l and every i with u_i > l_j) only when one
     input attains its maximum alone at the clean point; a window tied at x (a constant background)
     and a ReLU input that is 0 at x stay open under any bound, so CROWN spends nothing on them."""
-    op = bounds._MaxPool(2, 2, 0)
+    op = MaxPool(2, 2, 0)
     v = torch.tensor([[[[1.0, 0.9, 0.5, 0.5], [0.1, 0.0, 0.5, 0.5]]]])  # left window: unique max; right: a tie
     l, u = v - 0.15, v + 0.15
-    need = bounds._maxpool_undecided(op, l, u, v)
+    need = op.undecided(l, u, v)
     assert need.tolist() == [[[[True, True, False, False], [False, False, False, False]]]]
     g = bounds.trace(nn.Sequential(nn.ReLU()), v)
-    bd = bounds._Bounder(g, torch.full((1, 1, 1, 1), 0.1), "inf", None, "adaptive")
-    assert bd._undecided(0, l, u).tolist() == [[[[False, False, False, False], [True, False, False, False]]]]
+    bd = BoundState(g, Ball(g.values[0], torch.full((1, 1, 1, 1), 0.1), "inf", None), "adaptive")
+    assert undecided(bd, 0, l, u).tolist() == [[[[False, False, False, False], [True, False, False, False]]]]
 
 
 # ----------------------------------------------------------------------------- tightness
@@ -766,7 +771,7 @@ def test_conv_by_taps_is_the_convolution(dtype, rows, ci, co, k, padding, dilati
     a = torch.randn(rows, ci, size, size + 1, generator=g, dtype=dtype)
     w = torch.randn(co, ci, *k, generator=g, dtype=dtype)
     ref = torch.nn.functional.conv2d(a, w, None, 1, padding, dilation)
-    out = bounds._conv_by_taps(a, w, padding, dilation)
+    out = conv_by_taps(a, w, padding, dilation)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-5 if dtype == torch.float32 else 1e-12,
                                atol=1e-5 if dtype == torch.float32 else 1e-12)
@@ -777,7 +782,7 @@ def test_conv_by_taps_gradients_match_finite_differences():
     for rows in (1, 3):
         a = torch.randn(rows, 6, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
         w = torch.randn(2, 6, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda a, w: bounds._conv_by_taps(a, w, (2, 1), (1, 1)), (a, w))
+        assert torch.autograd.gradcheck(lambda a, w: conv_by_taps(a, w, (2, 1), (1, 1)), (a, w))
 
 
 @pytest.mark.parametrize("ci, co, k, stride, padding, dilation, groups, size",
@@ -793,7 +798,7 @@ def test_conv_transpose_is_its_vjp_on_every_path(ci, co, k, stride, padding, dil
     with one row and with several."""
     g = torch.Generator().manual_seed(ci * co + k)
     w = torch.randn(co, ci // groups, k, k, generator=g)
-    op = bounds._Conv(w, None, stride, padding, dilation, groups)
+    op = Conv(w, None, stride, padding, dilation, groups)
     for rows in (1, 3):
         z = torch.randn(2, ci, size, size, generator=g, requires_grad=True)
         out = torch.nn.functional.conv2d(z, w, None, stride, padding, dilation, groups)

@@ -329,7 +329,7 @@ def test_float32_radii_are_rechecked_in_float64(monkeypatch):
     """A float32 certificate is re-verified in float64 at the reported radius (margin > 1e-8); a
     radius that the search's last probe certified in float64 skips the re-check, and the radii are
     those of the search without float64 probes, which re-checks them all."""
-    from rnas_lib import verify
+    from rnas_lib.certify import search
 
     torch.manual_seed(0)
     net = Network(PUBLISHED["DARTS_V2"], 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3]).float().eval()
@@ -337,13 +337,13 @@ def test_float32_radii_are_rechecked_in_float64(monkeypatch):
     with torch.no_grad():
         y = net(x).argmax(1)
     rechecked = []
-    recheck = verify._recheck
-    monkeypatch.setattr(verify, "_recheck", lambda *a: rechecked.append(a[5]) or recheck(*a))
+    recheck = search.recheck_radii
+    monkeypatch.setattr(search, "recheck_radii", lambda *a: rechecked.append(a[5]) or recheck(*a))
     r = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
     assert r.dtype == torch.float32 and (r > 0).all()
     skipped = len(x) - (int(rechecked[0].sum()) if rechecked else 0)
     assert skipped > 0  # some radii were certified in float64 by the search itself
-    monkeypatch.setattr(verify._Bracket, "ends_if_certified", lambda self, eps: False)
+    monkeypatch.setattr(Bracket, "ends_if_certified", lambda self, eps: False)
     rechecked.clear()
     r32 = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
     assert int(rechecked[0].sum()) == len(x)
@@ -360,13 +360,13 @@ def test_full_crown_starts_from_crown_forward_only_where_it_fits(monkeypatch, fo
     """crown's search starts from the crown-ibp radius refined by crown-forward's where forward-mode
     bounds fit in FORWARD_MEMORY (crown uses them there too); elsewhere from crown-ibp's alone. The
     radii are certificates either way."""
-    from rnas_lib import bounds, verify
+    from rnas_lib.certify import forward, search as search_module
 
     if not forward_start:
-        monkeypatch.setattr(bounds, "FORWARD_MEMORY", 0)
+        monkeypatch.setattr(forward, "FORWARD_MEMORY", 0)
     searched = []
-    search = verify._search
-    monkeypatch.setattr(verify, "_search", lambda *a, **k: searched.append(a[5]) or search(*a, **k))
+    search = search_module.search
+    monkeypatch.setattr(search_module, "search", lambda *a, **k: searched.append(a[4].method) or search(*a, **k))
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).double()
     x = torch.rand(3, 1, 9, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -384,6 +384,7 @@ def test_crown_forward_bounds_as_many_images_at_once_as_fit_in_memory(monkeypatc
     certifies (radius and mask, float32 and the float64 recheck) in groups of that many images,
     and every result is the one of the whole batch at once."""
     from rnas_lib import bounds, verify
+    from rnas_lib.certify import forward, search
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).float().eval()
@@ -395,10 +396,10 @@ def test_crown_forward_bounds_as_many_images_at_once_as_fit_in_memory(monkeypatc
     assert bounds.forward_mode_images(bounds.trace(net, x)) == bounds.FORWARD_MEMORY // (bounds.FORWARD_COPIES * per_image)
     whole = certified_radius(net, x, y, "inf", "crown-forward", eps_max=0.5)
     whole_mask = verify.certified_mask(net, x, y, whole * 0.9, "inf", "crown-forward")
-    monkeypatch.setattr(bounds, "FORWARD_MEMORY", 2 * bounds.FORWARD_COPIES * per_image)  # 2 images in float32
+    monkeypatch.setattr(forward, "FORWARD_MEMORY", 2 * bounds.FORWARD_COPIES * per_image)  # 2 images in float32
     sizes = []
-    certificate = bounds.margin_certificate
-    monkeypatch.setattr(bounds, "margin_certificate", lambda m, xs, y, eps, norm, method, *a: sizes.append(
+    certificate = search.margin_certificate
+    monkeypatch.setattr(search, "margin_certificate", lambda m, xs, y, eps, norm, method, *a: sizes.append(
         (len(xs), xs.dtype, method)) or certificate(m, xs, y, eps, norm, method, *a))
     grouped = certified_radius(net, x, y, "inf", "crown-forward", eps_max=0.5)
     forward = [(s, dt) for s, dt, method in sizes if method == "crown-forward"]
@@ -429,12 +430,12 @@ def test_block_widths_name_every_block_and_crown_is_narrower(model_and_data):
 
 
 # ----------------------------------------------------------------------------- the radius search
-from rnas_lib.verify import _Bracket, _power_crossing  # noqa: E402
+from rnas_lib.certify.radius import Bracket, power_crossing  # noqa: E402
 
 
 def _run_bracket(margin, lo=0.0, eps_max=1.0, growth=2.0, rtol=0.01, tol=1e-9, clean=None):
-    """Drive one _Bracket against a margin function m(ε); a failed probe certifies nothing more."""
-    br, probes = _Bracket(lo, eps_max, growth, rtol, tol, clean), []
+    """Drive one Bracket against a margin function m(ε); a failed probe certifies nothing more."""
+    br, probes = Bracket(lo, eps_max, growth, rtol, tol, clean), []
     while not br.done():
         p = br.next_probe()
         assert br.lo < p <= br.hi or (br.hi == eps_max and p == eps_max), (br.lo, p, br.hi)
@@ -480,8 +481,8 @@ def test_power_crossing_is_exact_for_a_power_drop(k):
     m0, root = 7.0, 0.0371
     m = lambda e: m0 * (1 - (e / root) ** k)  # noqa: E731
     a, b = (0.6 * root, m(0.6 * root)), (1.4 * root, m(1.4 * root))
-    assert _power_crossing(a, b, m0) == pytest.approx(root, rel=1e-12)
-    assert _power_crossing(b, a, m0) is None and _power_crossing((0.6 * root, m0 + 1), b, m0) is None
+    assert power_crossing(a, b, m0) == pytest.approx(root, rel=1e-12)
+    assert power_crossing(b, a, m0) is None and power_crossing((0.6 * root, m0 + 1), b, m0) is None
 
 
 @pytest.mark.parametrize("k", [2.3, 3.0])
@@ -502,7 +503,7 @@ def test_the_probe_that_ends_a_search_is_bounded_in_float64_and_needs_no_recheck
 
     root, m0 = 0.05, 4.0
     margin = lambda e: m0 * (1 - (e / root) ** 2)  # noqa: E731
-    br = _Bracket(0.02, 1.0, 1.5, 0.01, 1e-9, m0)
+    br = Bracket(0.02, 1.0, 1.5, 0.01, 1e-9, m0)
     assert not br.ends_if_certified(br.next_probe())  # growing: nothing failed yet
     flagged = []
     while not br.done():
@@ -513,7 +514,7 @@ def test_the_probe_that_ends_a_search_is_bounded_in_float64_and_needs_no_recheck
         br.record(p, margin(p), 0.0, float64=in64)
     assert any(flagged) and br.lo <= root < br.hi
     assert br.verified == (flagged[-1] and margin(br.lo) > RECHECK_MARGIN)
-    br = _Bracket(0.02, 1.0, 1.5, 0.01, 1e-9, m0)
+    br = Bracket(0.02, 1.0, 1.5, 0.01, 1e-9, m0)
     br.record(0.03, RECHECK_MARGIN / 2, 0.0, float64=True)  # positive, but not by the re-check's margin
     assert br.failed and br.hi == 0.03 and br.lo == 0.02 and not br.verified
     br.record(0.025, 1.0, 0.0, float64=True)
@@ -524,26 +525,26 @@ def test_the_probe_that_ends_a_search_is_bounded_in_float64_and_needs_no_recheck
 
 def test_float64_radii_are_rounded_down_to_float32():
     """A radius certified in float64 is reported in the sample's dtype, never above the certified value."""
-    from rnas_lib.verify import _round_down
+    from rnas_lib.certify.search import round_down
 
     r = torch.tensor([0.1, 1 / 3, 2.0**-20, 0.0, 0.0123456789], dtype=torch.float64)
-    r32 = _round_down(r, torch.float32)
+    r32 = round_down(r, torch.float32)
     assert r32.dtype == torch.float32 and (r32.double() <= r).all()
     assert (r - r32.double() <= r * 2.0**-23).all()  # the nearest float32 at or below r
     assert r32[2] == 2.0**-20 and r32[3] == 0
-    assert torch.equal(_round_down(r, torch.float64), r)
+    assert torch.equal(round_down(r, torch.float64), r)
 
 
 def test_with_nothing_certified_the_search_starts_where_a_cheaper_bound_failed():
     """A tight bound's search over a sample that no cheaper bound certified starts at the smallest
     radius the cheaper one failed at (probes at small radii are cheap; eps_max/1024 can cost hours
     at 28×28), never above eps_max/1024, and still brackets a crossing above or below its start."""
-    assert _Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0).next_probe() == 1 / 1024
-    assert _Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6).next_probe() == 3e-6
-    assert _Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=0.5).next_probe() == 1 / 1024
-    assert _Bracket(0.2, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6).next_probe() == pytest.approx(0.3)
+    assert Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0).next_probe() == 1 / 1024
+    assert Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6).next_probe() == 3e-6
+    assert Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=0.5).next_probe() == 1 / 1024
+    assert Bracket(0.2, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6).next_probe() == pytest.approx(0.3)
     for root in (4e-5, 7e-7):
-        br = _Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6)
+        br = Bracket(0.0, 1.0, 4.0, 0.01, 1e-9, 5.0, first=3e-6)
         probes = []
         while not br.done():
             probes.append(br.next_probe())

@@ -1,0 +1,89 @@
+"""Max pool: its relaxation and every rule that uses it.
+
+Over a window W with input bounds [l_i, u_i]: let j = argmax_i l_i; then
+    z_j ≤ max_i z_i ≤ z_j + max(0, max_{i≠j} u_i − l_j)
+(sound: if the max is some z_k, k ≠ j, then z_k ≤ u_k ≤ l_j + c ≤ z_j + c), exact when z_j
+dominates the window. Both lines have slope 1 on z_j, so only the offset depends on the sign.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .base import Nonlinear, pair
+
+
+def gather_windows(t, idx):
+    """(B, C, L): t (B, C, H, W) at the flat index idx (B, C, L) of each of the L windows."""
+    return t.flatten(2).gather(2, idx).view(*t.shape[:2], -1)
+
+
+class MaxPool(Nonlinear):
+    """k×k max pool (no dilation, floor mode), relaxed by (flat index of j, offset c, input size)."""
+
+    def __init__(self, kernel, stride, padding):
+        self.k, self.s, self.p = pair(kernel), pair(stride), pair(padding)
+
+    def forward(self, z):
+        return F.max_pool2d(z, self.k, self.s, self.p)
+
+    def interval(self, l, u):
+        """max pool is monotone: it maps interval ends to interval ends."""
+        return self.forward(l), self.forward(u)
+
+    def windows(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, C, k·k, L): the windows of t, padding as −inf."""
+        B, C = t.shape[:2]
+        (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
+        return F.unfold(F.pad(t, (pw, pw, ph, ph), value=-math.inf), (kh, kw), stride=(sh, sw)).view(B, C, kh * kw, -1)
+
+    def relaxation(self, l, u, relu_slope: str | None = None):
+        """For each window: flat input index of j = argmax l (B, C, L), the offset c ≥ 0 (B, 1, C, L)
+        and the input's spatial size (``relu_slope`` is not used)."""
+        B, C, H, W = l.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
+        lw, uw = self.windows(l), self.windows(u)
+        j = lw.argmax(2, keepdim=True)
+        u_others = uw.scatter(2, j, -math.inf).amax(2)
+        c = (u_others - lw.gather(2, j).squeeze(2)).clamp(min=0)
+        Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+        j = j.squeeze(2)
+        rows = (torch.arange(Ho, device=l.device) * sh - ph).repeat_interleave(Wo) + j // kw
+        cols = (torch.arange(Wo, device=l.device) * sw - pw).repeat(Ho) + j % kw
+        return rows * W + cols, c.unsqueeze(1), (H, W)
+
+    def backward(self, A, relax):
+        """(Λ_z, Λ⁻·c): Λ moves to the input j of each window, the upper line's offset c where Λ < 0."""
+        idx, c, (H, W) = relax
+        B, S, C = A.shape[:3]
+        a = A.reshape(B, S, C, -1)
+        A_in = a.new_zeros(B, S, C, H * W).scatter_add(3, idx.unsqueeze(1).expand(B, S, C, idx.shape[-1]), a)
+        return A_in.view(B, S, C, H, W), (a.clamp(max=0) * c).flatten(2).sum(-1)
+
+    def forward_linear(self, lowL, upL, lowb, upb, relax, n: int, shape):
+        """Forward-mode linear bounds: max_i z_i ≥ z_j and ≤ z_j + c (Λ as (B·n, *shape_in), one
+        row per input pixel; β as (B, *shape_in)); ``shape`` is the output's."""
+        idx, c, _ = relax
+        rows = idx.repeat_interleave(n, 0)
+        lowL, upL = (gather_windows(t, rows).view(-1, *shape) for t in (lowL, upL))
+        lowb = gather_windows(lowb, idx).view(-1, *shape)
+        upb = (gather_windows(upb, idx) + c.squeeze(1)).view(-1, *shape)
+        return lowL, upL, lowb, upb
+
+    def undecided(self, l, u, v) -> torch.Tensor:
+        """In each window whose maximum no input is known to attain (max_{i≠j} u_i > l_j, j = argmax l)
+        but one input attains alone at the clean point v (so tighter bounds could decide it), the
+        inputs that decide its relaxation: j and every i with u_i > l_j."""
+        B, C, H, W = l.shape
+        lw, uw = self.windows(l), self.windows(u)
+        if lw.shape[2] < 2:  # 1×1 windows: the identity, nothing to decide
+            return torch.zeros_like(l, dtype=torch.bool)
+        j = lw.argmax(2, keepdim=True)
+        lj = lw.gather(2, j)
+        top2 = self.windows(v).topk(2, dim=2).values
+        open_ = (uw.scatter(2, j, -math.inf).amax(2, keepdim=True) > lj) & (top2[:, :, :1] > top2[:, :, 1:])
+        candidate = open_ & ((uw > lj) | (torch.arange(lw.shape[2], device=l.device).view(1, 1, -1, 1) == j))
+        cover = F.fold(candidate.to(l.dtype).reshape(B, -1, lw.shape[3]), (H, W), self.k, padding=self.p, stride=self.s)
+        return cover > 0

@@ -1,0 +1,163 @@
+"""Affine maps that move, pool or reshape values: average pools, global average pool, channel
+repeats, slices, crops, concatenations, PC-DARTS' channel shuffle, and reshapes."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Affine, pair, rows
+
+
+class AvgPool(Affine):
+    """k×k average pool; with count_include_pad=False each window divides by its valid count."""
+
+    def __init__(self, kernel, stride, padding, count_include_pad):
+        self.k, self.s, self.p = pair(kernel), pair(stride), pair(padding)
+        self.cip = count_include_pad
+
+    def forward(self, z):
+        return F.avg_pool2d(z, self.k, self.s, self.p, count_include_pad=self.cip)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        H, W = in_shapes[0][-2:]
+        ones = A.new_ones(1, 1, H, W)
+        if self.cip:
+            divisor = float(self.k[0] * self.k[1])
+        else:  # number of valid pixels in each window
+            divisor = F.avg_pool2d(ones, self.k, self.s, self.p, count_include_pad=True) * (self.k[0] * self.k[1])
+        a = rows(A / divisor)
+        Ho, Wo = a.shape[-2:]
+        out_pad = tuple(
+            (H, W)[d] - ((a.shape[-2 + d] - 1) * self.s[d] - 2 * self.p[d] + self.k[d]) for d in range(2)
+        )
+        z = F.conv_transpose2d(a.reshape(-1, 1, Ho, Wo), A.new_ones(1, 1, *self.k), None, self.s, self.p, out_pad)
+        return [z.view(A.shape[0], A.shape[1], -1, H, W)]
+
+
+class GlobalAvgPool(Affine):
+    def forward(self, z):
+        return z.mean((-2, -1))
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        H, W = in_shapes[0][-2:]
+        return [(A / (H * W))[..., None, None].expand(*A.shape, H, W).contiguous()]
+
+
+class Repeat(Affine):
+    """Channels tiled n times: output channel e·C + c is input channel c."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def forward(self, z):
+        return z.repeat(1, self.n, 1, 1)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [A.view(A.shape[0], A.shape[1], self.n, -1, *A.shape[-2:]).sum(2)]
+
+
+class Slice(Affine):
+    """Channels [start, stop) of the input."""
+
+    def __init__(self, start, stop):
+        self.start, self.stop = start, stop
+
+    def forward(self, z):
+        return z[:, self.start : self.stop]
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [F.pad(A, (0, 0, 0, 0, self.start, in_shapes[0][0] - self.stop))]
+
+
+class Crop(Affine):
+    """z[:, :, 1:, 1:] (FactorizedReduce's shifted grid)."""
+
+    def forward(self, z):
+        return z[:, :, 1:, 1:]
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [F.pad(A, (1, 0, 1, 0))]
+
+
+class Concat(Affine):
+    """Channel concatenation; with ``groups`` = g, the inputs are each split into g groups and
+    interleaved group by group (FactorizedReduce of g stacked edges)."""
+
+    def __init__(self, groups=1):
+        self.g = groups
+
+    def forward(self, *zs):
+        if self.g == 1:
+            return torch.cat(zs, dim=1)
+        B, _, H, W = zs[0].shape
+        return torch.cat([z.view(B, self.g, -1, H, W) for z in zs], dim=2).view(B, -1, H, W)
+
+    def abs_linear(self, *rs):
+        return self.forward(*rs)
+
+    def transpose(self, A, in_shapes):
+        B, S, _, H, W = A.shape
+        sizes = [s[0] // self.g for s in in_shapes]
+        parts = A.view(B, S, self.g, -1, H, W).split(sizes, dim=3)
+        return [p.reshape(B, S, self.g * c, H, W) for p, c in zip(parts, sizes)]
+
+
+
+class ChannelShuffle(Affine):
+    """PC-DARTS' channel shuffle with g groups: input channel k·(C/g) + a is output channel a·g + k."""
+
+    def __init__(self, groups):
+        self.g = groups
+
+    def forward(self, z):
+        B, C, H, W = z.shape
+        return z.view(B, self.g, C // self.g, H, W).transpose(1, 2).reshape(B, C, H, W)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        B, S, C, H, W = A.shape
+        return [A.view(B, S, C // self.g, self.g, H, W).transpose(2, 3).reshape(B, S, C, H, W)]
+
+
+class Reshape4(Affine):
+    """(B, C) → (B, C, 1, 1), as AdaptiveAvgPool2d(1) returns."""
+
+    def forward(self, z):
+        return z[..., None, None]
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [A[..., 0, 0]]
+
+
+class Flatten(Affine):
+    def __init__(self, in_shape):
+        self.in_shape = in_shape
+
+    def forward(self, z):
+        return z.flatten(1)
+
+    def abs_linear(self, r):
+        return self.forward(r)
+
+    def transpose(self, A, in_shapes):
+        return [A.reshape(A.shape[0], A.shape[1], *self.in_shape)]
