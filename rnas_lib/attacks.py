@@ -68,7 +68,7 @@ def check_norm(norm) -> str | int:
     raise ValueError(f"unknown norm {norm!r}; allowed: 'inf' (ℓ∞) or 2 (ℓ2)")
 
 
-def _check_eps(eps, batch: int, like: torch.Tensor) -> torch.Tensor:
+def check_eps(eps, batch: int, like: torch.Tensor) -> torch.Tensor:
     eps_t = torch.as_tensor(eps, dtype=like.dtype, device=like.device)
     if eps_t.dim() > 1 or (eps_t.dim() == 1 and eps_t.numel() != batch):
         raise ValueError(f"eps must be a number or one value per sample ({batch},), got shape {tuple(eps_t.shape)}")
@@ -77,7 +77,7 @@ def _check_eps(eps, batch: int, like: torch.Tensor) -> torch.Tensor:
     return eps_t.expand(batch).reshape(batch, 1, 1, 1)
 
 
-def _check_count(name: str, value) -> int:
+def check_count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
     return int(value)
@@ -144,14 +144,14 @@ def _l2(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
 
 
-def _direction(grad: torch.Tensor, norm) -> torch.Tensor:
+def ascent_direction(grad: torch.Tensor, norm) -> torch.Tensor:
     """The steepest-ascent unit step of the norm: sign(g) (ℓ∞) or g/‖g‖₂ (ℓ2)."""
     if norm == "inf":
         return grad.sign()
     return grad / _l2(grad).clamp_min(1e-12)
 
 
-def _project(x_adv, x, eps, norm) -> torch.Tensor:
+def project_to_ball(x_adv, x, eps, norm) -> torch.Tensor:
     """clip₀¹(x + Π_ε(x_adv − x))."""
     delta = x_adv - x
     if norm == "inf":
@@ -161,7 +161,7 @@ def _project(x_adv, x, eps, norm) -> torch.Tensor:
     return (x + delta).clamp(0.0, 1.0)
 
 
-def _random_start(x, eps, norm, generator) -> torch.Tensor:
+def random_point(x, eps, norm, generator) -> torch.Tensor:
     """A uniform sample of the ball around x (then clipped to [0, 1])."""
     if norm == "inf":
         u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
@@ -178,10 +178,10 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf") ->
     """The fast gradient sign (ℓ∞) / fast gradient (ℓ2) example: one step of size ε up the loss."""
     norm = check_norm(norm)
     y = _check_inputs(x, y)
-    eps = _check_eps(eps, x.shape[0], x)
+    eps = check_eps(eps, x.shape[0], x)
     with eval_mode(model):
         grad = _loss_grad(model, x, y)
-    return (x + eps * _direction(grad, norm)).clamp(0.0, 1.0).detach()
+    return (x + eps * ascent_direction(grad, norm)).clamp(0.0, 1.0).detach()
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", steps: int = 20,
@@ -194,9 +194,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", ste
     """
     norm = check_norm(norm)
     y = _check_inputs(x, y)
-    eps = _check_eps(eps, x.shape[0], x)
-    steps = _check_count("steps", steps)
-    restarts = _check_count("restarts", restarts)
+    eps = check_eps(eps, x.shape[0], x)
+    steps = check_count("steps", steps)
+    restarts = check_count("restarts", restarts)
     if step_size is None:
         alpha = 2.5 * eps / steps
     else:
@@ -210,9 +210,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", ste
     best_loss = torch.full((len(y),), -math.inf, dtype=x.dtype, device=x.device)
     with eval_mode(model):
         for _ in range(restarts if random_start else 1):
-            x_adv = _random_start(x, eps, norm, generator) if random_start else x.clone()
+            x_adv = random_point(x, eps, norm, generator) if random_start else x.clone()
             for _ in range(steps):
-                x_adv = _project(x_adv + alpha * _direction(_loss_grad(model, x_adv, y), norm), x, eps, norm)
+                x_adv = project_to_ball(x_adv + alpha * ascent_direction(_loss_grad(model, x_adv, y), norm), x, eps, norm)
             with torch.no_grad():
                 logits = model(x_adv)
             loss = F.cross_entropy(logits, y, reduction="none")
@@ -255,8 +255,8 @@ def carlini_wagner_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps:
     from art.attacks.evasion import CarliniL2Method
 
     y = _check_inputs(x, y)
-    steps = _check_count("steps", steps)
-    binary_search_steps = _check_count("binary_search_steps", binary_search_steps)
+    steps = check_count("steps", steps)
+    binary_search_steps = check_count("binary_search_steps", binary_search_steps)
     with eval_mode(model):
         attack = CarliniL2Method(art_classifier(model, x), confidence=confidence, targeted=False,
                                  learning_rate=learning_rate, binary_search_steps=binary_search_steps,
@@ -273,8 +273,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="in
 
     norm = check_norm(norm)
     y = _check_inputs(x, y)
-    steps = _check_count("steps", steps)
-    restarts = _check_count("restarts", restarts)
+    steps = check_count("steps", steps)
+    restarts = check_count("restarts", restarts)
     eps = float(eps) if np.ndim(eps) == 0 else eps
     if not isinstance(eps, float) or not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be one finite number ≥ 0 for autoattack, got {eps!r}")
@@ -322,7 +322,7 @@ def attack_spec(spec, norm="inf") -> dict:
         raise ValueError("the C&W attack here is the ℓ2 one; give it norm=2")
     for key in ("steps", "restarts", "binary_search_steps"):
         if key in full:
-            _check_count(f"{name} {key}", full[key])
+            check_count(f"{name} {key}", full[key])
     if "components" in full:
         full["components"] = list(full["components"])
     return full
@@ -379,7 +379,7 @@ def evaluate(model: nn.Module, data: TensorData, attacks=("fgsm", "pgd"), eps_gr
     if bad or not eps_grid:
         raise ValueError(f"eps_grid must be a non-empty list of finite radii ≥ 0, got {bad or eps_grid}")
     if limit is not None:
-        data = data.subset(slice(0, _check_count("limit", limit)))
+        data = data.subset(slice(0, check_count("limit", limit)))
     device = model_device(model)
     n = len(data)
     generator = torch.Generator().manual_seed(seed)

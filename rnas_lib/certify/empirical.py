@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from ..attacks import _check_count, _check_eps, _direction, _project, _random_start, check_norm, pgd
+from ..attacks import ascent_direction, check_count, check_eps, check_norm, pgd, project_to_ball, random_point
 from .radius import whole_box_radius
 
 
@@ -25,10 +25,10 @@ def ball_outputs(model: nn.Module, x: torch.Tensor, eps, norm="inf", n: int = 64
     """(n, B, K) outputs of ``model`` at n uniform random points of each sample's ε-ball ∩ [0, 1]ⁿ:
     what every output bound must contain."""
     norm = check_norm(norm)
-    eps_t = _check_eps(eps, x.shape[0], x)
-    n = _check_count("n", n)
+    eps_t = check_eps(eps, x.shape[0], x)
+    n = check_count("n", n)
     with torch.no_grad():
-        return torch.stack([model(_random_start(x, eps_t, norm, generator)) for _ in range(n)])
+        return torch.stack([model(random_point(x, eps_t, norm, generator)) for _ in range(n)])
 
 
 def falsify_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", n_random: int = 32,
@@ -40,14 +40,14 @@ def falsify_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
     real counterexample)."""
     norm = check_norm(norm)
     y = torch.as_tensor(y, device=x.device)
-    eps_t = _check_eps(eps, x.shape[0], x)
-    steps = _check_count("steps", steps)
-    n_random = _check_count("n_random", n_random)
+    eps_t = check_eps(eps, x.shape[0], x)
+    steps = check_count("steps", steps)
+    n_random = check_count("n_random", n_random)
     with torch.no_grad():
         best_m = margins(model(x), y)
         best_x = x.clone()
         for _ in range(n_random):
-            xr = _random_start(x, eps_t, norm, generator)
+            xr = random_point(x, eps_t, norm, generator)
             m = margins(model(xr), y)
             better = m < best_m
             best_m, best_x = torch.where(better, m, best_m), torch.where(better.view(-1, 1, 1, 1), xr, best_x)
@@ -57,7 +57,7 @@ def falsify_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(margins(model(xa), y).sum(), xa)
         with torch.no_grad():
-            xa = _project(xa - step * _direction(grad, norm), x, eps_t, norm)
+            xa = project_to_ball(xa - step * ascent_direction(grad, norm), x, eps_t, norm)
             m = margins(model(xa), y)
             best_m = torch.minimum(best_m, m)
     return best_m
