@@ -8,6 +8,8 @@ A node's bounds are held as (centre Λ, radius Λ, centre β, radius β), Λ as 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .ball import Ball
@@ -78,19 +80,24 @@ def concretize_linear(ball: Ball, lin) -> tuple:
 
 
 def tighter_linear(lin, back, use_low, use_up):
-    """Forward-mode linear bounds (centre/radius form, Λ as (B·n, *shape)) with the rows of neurons
-    ``use_low`` / ``use_up`` (B, *shape) replaced by the backward ones (Λ (B, N, n), β (B, N))."""
+    """Forward-mode linear bounds (centre/radius form, Λ as (B·n, *shape)) with the lower / upper
+    linear functions of the neurons ``use_low`` / ``use_up`` (B, *shape) replaced by the backward
+    ones of ``refine.crown_bounds`` (rows (B, S): i < N the lower bound of neuron i, N + i its upper
+    bound, −1 padding; Λ (B, S, n); β (B, S)). Only those columns are written."""
     cL, rL, cb, rb = lin
-    lowL_b, lowb_b, upL_b, upb_b = back
+    rows, coef, offset = back
     B, shape = cb.shape[0], cb.shape[1:]
+    N = math.prod(shape)
     n = cL.shape[0] // B
-
-    def as_rows(t):  # (B, N, n) → (B·n, *shape)
-        return t.transpose(1, 2).reshape(B * n, *shape)
-
-    ml, mu = use_low.repeat_interleave(n, 0), use_up.repeat_interleave(n, 0)
-    lowL = torch.where(ml, as_rows(lowL_b), cL - rL)
-    upL = torch.where(mu, as_rows(upL_b), cL + rL)
-    lowb = torch.where(use_low, lowb_b.view(B, *shape), cb - rb)
-    upb = torch.where(use_up, upb_b.view(B, *shape), cb + rb)
+    lowL, upL = (cL - rL).view(B, n, N), (cL + rL).view(B, n, N)
+    lowb, upb = (cb - rb).view(B, N), (cb + rb).view(B, N)
+    use = torch.cat([use_low.reshape(B, N), use_up.reshape(B, N)], 1)
+    for b in range(B):
+        keep = (rows[b] >= 0) & use[b].gather(0, rows[b].clamp(min=0))
+        for side, L, beta in ((rows[b] < N, lowL, lowb), (rows[b] >= N, upL, upb)):
+            k = keep & side
+            neurons = rows[b][k] % N
+            L[b].index_copy_(1, neurons, coef[b][k].transpose(0, 1))
+            beta[b].index_copy_(0, neurons, offset[b][k])
+    lowL, upL, lowb, upb = lowL.view_as(cL), upL.view_as(cL), lowb.view_as(cb), upb.view_as(cb)
     return (lowL + upL) / 2, (upL - lowL) / 2, (lowb + upb) / 2, (upb - lowb) / 2

@@ -47,61 +47,68 @@ def crown_intermediate(state: BoundState, refine: bool = True, forward: bool | N
             if forward:
                 lf, uf = concretize_linear(state.ball, lin[j])
                 l, u = torch.maximum(l, lf), torch.minimum(u, uf)
-            need = undecided(state, j, l, u)
-            if refine and bool(need.any()):
-                cl, cu, back = crown_bounds(state, j, need, linear=forward)
+            need_low, need_up = undecided(state, j, l, u)
+            if refine and bool((need_low | need_up).any()):
+                cl, cu, back = crown_bounds(state, j, need_low, need_up, linear=forward)
+                tighter_low, tighter_up = cl > l, cu < u
                 if forward:
-                    lin[j] = tighter_linear(lin[j], back, need & (cl > l), need & (cu < u))
-                l, u = torch.where(need, torch.maximum(l, cl), l), torch.where(need, torch.minimum(u, cu), u)
+                    lin[j] = tighter_linear(lin[j], back, tighter_low, tighter_up)
+                l, u = torch.where(tighter_low, cl, l), torch.where(tighter_up, cu, u)
             state.pre[j] = (l, u)
         if forward and last_use.get(j) is None:
             del lin[j]
 
 
-def undecided(state: BoundState, z: int, l, u) -> torch.Tensor:
-    """The neurons of node z whose relaxation [l, u] leaves open and a tighter bound could close
-    (each consumer's ``undecided``). No bound is tighter than the clean value v, so a ReLU input
-    with v = 0 or a max-pool window whose maximum is tied at x (MNIST's constant background) stays
-    open whatever is spent on it, and is not refined."""
-    need = torch.zeros_like(l, dtype=torch.bool)
+def undecided(state: BoundState, z: int, l, u) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, up): the neurons of node z whose lower / upper bound, made tighter, could close a
+    relaxation that [l, u] leaves open (each consumer's ``undecided``): both ends of an unstable
+    ReLU input, the lower end of a max-pool window's leader and the upper ends of its rivals. No
+    bound is tighter than the clean value v, so a ReLU input with v = 0 or a max-pool window whose
+    maximum is tied at x (MNIST's constant background) stays open whatever is spent on it, and is
+    not refined."""
+    low = torch.zeros_like(l, dtype=torch.bool)
+    up = torch.zeros_like(low)
     v = state.g.values[z].detach()
     for i in state.consumers[z]:
-        need |= state.g.ops[i].undecided(l, u, v)
-    return need
+        a, b = state.g.ops[i].undecided(l, u, v)
+        low, up = low | a, up | b
+    return low, up
 
 
-def crown_bounds(state: BoundState, z: int, need: torch.Tensor, linear: bool = False) -> tuple:
-    """(l, u, linear): CROWN bounds on node z where ``need`` (B, *shape) is set (∓inf
-    elsewhere), and (with ``linear``, else None) their linear functions (Λ̲, β̲, Λ̄, β̄), Λ
-    (B, N, n) and β (B, N), zero elsewhere. One backward pass per chunk of rows ±e_i, each
+def crown_bounds(state: BoundState, z: int, need_low: torch.Tensor, need_up: torch.Tensor,
+                 linear: bool = False) -> tuple:
+    """(l, u, linear): CROWN bounds on node z, the lower bound where ``need_low`` (B, *shape) is set
+    and the upper where ``need_up`` is (−inf / +inf elsewhere), and (with ``linear``, else None)
+    their linear functions as (rows, Λ, β): rows (B, S) name a lower bound of neuron i by i ∈ [0, N)
+    and an upper bound by N + i (−1: padding), Λ (B, S, n), β (B, S). One backward pass per chunk
+    of rows, +e_i for a lower bound (z_i ≥ Λ·x' + β) and −e_i for an upper one (−z_i ≥ …), each
     image's rows padded to the largest count in the batch."""
     x = state.ball.x
-    B, shape = need.shape[0], need.shape[1:]
-    N, n = math.prod(shape), x[0].numel()
-    flat = need.reshape(B, N)
-    counts = flat.sum(1)
+    B, shape = need_low.shape[0], need_low.shape[1:]
+    N = math.prod(shape)
+    wanted = torch.cat([need_low.reshape(B, N), need_up.reshape(B, N)], 1)  # (B, 2N): lower, then upper
+    counts = wanted.sum(1)
     S = int(counts.max())
-    order = torch.argsort((~flat).to(torch.uint8), dim=1, stable=True)[:, :S]  # needed neurons first
-    valid = torch.arange(S, device=need.device) < counts[:, None]
+    order = torch.argsort((~wanted).to(torch.uint8), dim=1, stable=True)[:, :S]  # wanted rows first
+    valid = torch.arange(S, device=wanted.device) < counts[:, None]
     widest = max(math.prod(state.g.shape(i)) for i in range(z + 1))
-    chunk = max(1, ROW_BUDGET // (2 * B * widest * x.element_size()))
+    chunk = max(1, ROW_BUDGET // (B * widest * x.element_size()))
     dt, dev = x.dtype, x.device
-    low, up = torch.full((B, N), -math.inf, dtype=dt, device=dev), torch.full((B, N), math.inf, dtype=dt, device=dev)
-    if linear:
-        lowL, upL = torch.zeros(B, N, n, dtype=dt, device=dev), torch.zeros(B, N, n, dtype=dt, device=dev)
-        lowb, upb = torch.zeros(B, N, dtype=dt, device=dev), torch.zeros(B, N, dtype=dt, device=dev)
+    bound = torch.zeros((B, 2 * N), dtype=dt, device=dev)
+    coefs, offsets = [], []
     for start in range(0, S, chunk):
         idx, ok = order[:, start : start + chunk], valid[:, start : start + chunk]
-        s = idx.shape[1]
-        rows = torch.zeros(B, s, N, dtype=dt, device=dev)
-        rows.scatter_(2, idx.unsqueeze(2), ok.unsqueeze(2).to(dt))
-        coef, offset = backward(state, z, torch.cat([rows, -rows], 1).view(B, 2 * s, *shape))
-        lb = offset + state.ball.concretize(coef)
-        low = low.scatter(1, idx, torch.where(ok, lb[:, :s], -math.inf))
-        up = up.scatter(1, idx, torch.where(ok, -lb[:, s:], math.inf))
+        sign = torch.where(idx < N, 1.0, -1.0).to(dt) * ok
+        A = torch.zeros(B, idx.shape[1], N, dtype=dt, device=dev)
+        A.scatter_(2, (idx % N).unsqueeze(2), sign.unsqueeze(2))
+        coef, offset = backward(state, z, A.view(B, -1, *shape))
+        bound.scatter_(1, idx, sign * (offset + state.ball.concretize(coef)))  # ±(lower bound of ±z_i)
         if linear:
-            coef = coef.reshape(B, 2 * s, n) * torch.cat([ok, ok], 1).unsqueeze(2)
-            rows_idx = idx.unsqueeze(2).expand(B, s, n)
-            lowL, upL = lowL.scatter(1, rows_idx, coef[:, :s]), upL.scatter(1, rows_idx, -coef[:, s:])
-            lowb, upb = lowb.scatter(1, idx, offset[:, :s]), upb.scatter(1, idx, -offset[:, s:])
-    return low.view(B, *shape), up.view(B, *shape), (lowL, lowb, upL, upb) if linear else None
+            coefs.append(sign.unsqueeze(2) * coef.reshape(B, idx.shape[1], -1))
+            offsets.append(sign * offset)
+    far = torch.cat([bound.new_full((B, N), -math.inf), bound.new_full((B, N), math.inf)], 1)
+    bound = torch.where(wanted, bound, far)
+    low, up = bound[:, :N].view(B, *shape), bound[:, N:].view(B, *shape)
+    if not linear:
+        return low, up, None
+    return low, up, (torch.where(valid, order, -1), torch.cat(coefs, 1), torch.cat(offsets, 1))

@@ -51,8 +51,8 @@ class Nonlinear:
     relaxation(l, u, relu_slope): the linear lower and upper functions it is relaxed by on [l, u]
     backward(A, relax):           (Λ_z, Λ·offset) of a backward pass through the relaxation
     forward_linear(...):          forward-mode linear bounds through the relaxation
-    undecided(l, u, v):           input neurons whose relaxation [l, u] leaves open and a tighter
-                                  bound could close (v: the clean input)
+    undecided(l, u, v):           (low, up): input neurons whose relaxation [l, u] leaves open and
+                                  a tighter lower / upper bound could close (v: the clean input)
     """
 
     nonlinear = True

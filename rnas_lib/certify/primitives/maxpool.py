@@ -72,18 +72,23 @@ class MaxPool(Nonlinear):
         upb = (gather_windows(upb, idx) + c.squeeze(1)).view(-1, *shape)
         return lowL, upL, lowb, upb
 
-    def undecided(self, l, u, v) -> torch.Tensor:
-        """In each window whose maximum no input is known to attain (max_{i≠j} u_i > l_j, j = argmax l)
-        but one input attains alone at the clean point v (so tighter bounds could decide it), the
-        inputs that decide its relaxation: j and every i with u_i > l_j."""
+    def undecided(self, l, u, v) -> tuple[torch.Tensor, torch.Tensor]:
+        """(leaders, rivals) of the windows whose maximum no input is known to attain
+        (max_{i≠j} u_i > l_j, j = argmax l) but one input attains alone at the clean point v (so
+        tighter bounds could decide them): the leader j, whose lower bound the offset
+        c = max_{i≠j} u_i − l_j uses, and every rival i ≠ j with u_i > l_j, whose upper bound it uses."""
         B, C, H, W = l.shape
         lw, uw = self.windows(l), self.windows(u)
         if lw.shape[2] < 2:  # 1×1 windows: the identity, nothing to decide
-            return torch.zeros_like(l, dtype=torch.bool)
+            none = torch.zeros_like(l, dtype=torch.bool)
+            return none, none
         j = lw.argmax(2, keepdim=True)
         lj = lw.gather(2, j)
         top2 = self.windows(v).topk(2, dim=2).values
         open_ = (uw.scatter(2, j, -math.inf).amax(2, keepdim=True) > lj) & (top2[:, :, :1] > top2[:, :, 1:])
-        candidate = open_ & ((uw > lj) | (torch.arange(lw.shape[2], device=l.device).view(1, 1, -1, 1) == j))
-        cover = F.fold(candidate.to(l.dtype).reshape(B, -1, lw.shape[3]), (H, W), self.k, padding=self.p, stride=self.s)
-        return cover > 0
+        is_j = torch.arange(lw.shape[2], device=l.device).view(1, 1, -1, 1) == j
+
+        def cover(mask):  # (B, C, k·k, L) window positions → (B, C, H, W) inputs
+            return F.fold(mask.to(l.dtype).reshape(B, -1, lw.shape[3]), (H, W), self.k, padding=self.p, stride=self.s) > 0
+
+        return cover(open_ & is_j), cover(open_ & (uw > lj) & ~is_j)

@@ -72,10 +72,12 @@ class ReLU(Nonlinear):
         rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731 (per image → per row)
         return lowL * rep(sl), upL * rep(su), lowb * sl, upb * su + bu
 
-    def undecided(self, l, u, v) -> torch.Tensor:
-        """Unstable inputs (l < 0 < u) that are not 0 at the clean point v (no bound is tighter
-        than v, so there a tighter bound could not decide the relaxation)."""
-        return (l < 0) & (u > 0) & (v != 0)
+    def undecided(self, l, u, v) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, up): the inputs whose lower / upper bound, made tighter, could decide the relaxation:
+        both ends of the unstable inputs (l < 0 < u) that are not 0 at the clean point v (no bound
+        is tighter than v, so there a tighter bound could not decide it)."""
+        unstable = (l < 0) & (u > 0) & (v != 0)
+        return unstable, unstable
 
     @staticmethod
     def optimizable(relax) -> torch.Tensor:
