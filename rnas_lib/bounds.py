@@ -77,7 +77,7 @@ from .attacks import check_norm
 from .network import Cell, Network
 from .ops import PRIMITIVES, DilConv, FactorizedReduce, Identity, Normalize, ReLUConvBN, SepConv, Zero
 from .reference import ReferenceCell
-from .supernet import AVG, MAX, SKIP, SearchCell, SearchNetwork, SourceEdges
+from .supernet import AVG, FUSED, MAX, SKIP, SearchCell, SearchNetwork, SourceEdges
 
 NORMS = ("inf", 2)
 METHODS = ("ibp", "crown-ibp", "crown-forward", "crown", "alpha-crown")
@@ -691,16 +691,19 @@ def _trace_search_cell(g: BoundGraph, cell: SearchCell, s0: int, s1: int, w: tor
         targets = list(range(max(0, i - 1), steps))
         rows = [offsets[j] + i for j in targets]
         if K == 1:
-            y = _trace_source(g, src, states[i], w[rows])
+            x, wi = states[i], w[rows]
         else:
-            y = _trace_source(g, src, g.add(_Slice(0, C // K), states[i]), w[rows] * beta[rows, None])
+            x, wi = g.add(_Slice(0, C // K), states[i]), w[rows] * beta[rows, None]
             rest = g.add(_Slice(C // K, C), states[i])
             if src.stride == 2:
                 rest = g.maxpool(rest, 2, 2, 0)
             for j in targets:
                 bypass[j].append((beta[offsets[j] + i], rest))
+        y = _trace_source(g, src, x, wi[:, : len(FUSED)])
         for k, j in enumerate(targets):
             incoming[j].append((y, k))
+        for j, extra in zip(targets, _trace_added_edges(g, cell, i, x, wi)):
+            incoming[j].append((extra, 0))
         if i >= 1:  # node i−1 has all its inputs now (sources 0..i)
             ys, ks = zip(*incoming[i - 1])
             node = g.add(_EdgeSum(src.C, list(ks)), *ys)
@@ -710,6 +713,15 @@ def _trace_search_cell(g: BoundGraph, cell: SearchCell, s0: int, s1: int, w: tor
                 node = g.add(_ChannelShuffle(K), g.add(_Concat(), node, rest))
             states.append(node)
     return g.add(_Concat(), *states[-cell.multiplier :])
+
+
+def _trace_added_edges(g: BoundGraph, cell: SearchCell, i: int, x: int, w: torch.Tensor) -> list[int]:
+    """The registered ops that source i's SourceEdges does not fuse (SearchCell.added_edges): per edge
+    k, Σ_o w[k, o]·o_k(x) over those ops, each op traced through its module; none without such ops."""
+    if not cell.added_columns:
+        return []
+    return [g.add(_WeightedSum([w[k, col] for col in cell.added_columns]), *[_trace(g, op, x) for op in ops.values()])
+            for k, ops in enumerate(cell.added[i])]
 
 
 def _trace_source(g: BoundGraph, src: SourceEdges, x: int, w: torch.Tensor) -> int:
