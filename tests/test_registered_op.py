@@ -13,7 +13,7 @@ from torch import nn
 from rnas_lib import ops, plots, reference
 from rnas_lib.attacks import pgd
 from rnas_lib.batchnorm import BatchNorm2d
-from rnas_lib.bounds import margin_lower_bound
+from rnas_lib.bounds import margin_lower_bound, output_bounds
 from rnas_lib.data import TensorData
 from rnas_lib.genotypes import Genotype, derive_genotype, num_edges
 from rnas_lib.network import Network
@@ -22,7 +22,7 @@ from rnas_lib.reference import ReferenceNetwork, ReferenceSearchNetwork
 from rnas_lib.search import SearchConfig, search
 from rnas_lib.supernet import SearchNetwork
 from rnas_lib.verify import certified_radius, falsify_margin
-from test_bounds import check_model, derived, supernet  # the bound tests' models and soundness checker
+from test_bounds import check_model, derived, frozen, supernet  # the bound tests' models and soundness checker
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("one_thread_float64")
@@ -212,15 +212,28 @@ def test_genotype_selects_the_new_op_and_the_derived_network_matches_the_referen
 
 
 # ----------------------------------------------------------------------------- bounds and radii
+def exact_at_zero(model, x):
+    """At ε = 0 every method's bounds are the outputs of the independent (frozen-BatchNorm) copy:
+    the traced function is the network's, new op included (loose train-mode bounds at ε > 0 could
+    hide a missing term)."""
+    with torch.no_grad():
+        out = frozen(model, x)(x)
+    for method in ("ibp", "crown-ibp", "crown"):
+        for bound in output_bounds(model, x, 0.0, "inf", method):
+            torch.testing.assert_close(bound, out, rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("train", [False, True])
 def test_supernet_bounds_are_sound(conv7, train):
     """Random points and PGD on every bound's violation; train mode bounds the supernet with its
     BatchNorms frozen at the clean batch's statistics (as the bound tests check it)."""
     net = favour_new_op(supernet(20 + train, train=train), by=2.0)
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(int(train)))
+    exact_at_zero(net, x)
     check_model(net, x, torch.tensor([0, 3, 4]), 0.03, "inf", (0.0, 1.0), methods=("ibp", "crown-ibp"))
     small = favour_new_op(supernet(22 + train, train=train, partial_channels=2), by=2.0)
     x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    exact_at_zero(small, x)
     check_model(small, x, torch.tensor([1, 2]), torch.tensor([0.05, 0.15]), 2, None, methods=("crown",))
 
 
@@ -228,6 +241,7 @@ def test_supernet_bounds_are_sound(conv7, train):
 def test_derived_network_bounds_are_sound(conv7, train):
     net = derived(30 + train, MIXED, train=train)
     x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(8))
+    exact_at_zero(net, x)
     check_model(net, x, torch.tensor([4, 0, 2]), 0.05, "inf", (0.0, 1.0), methods=("ibp", "crown-ibp", "crown"))
 
 
