@@ -11,10 +11,11 @@ convolutions and pools are 2–5× faster and every pointwise convolution is a p
 For a source x feeding n edges with op weights w ∈ R^{n×8} (rows sum to 1), edge e gives
     y_e = w_e,max·BN(maxpool x) + w_e,avg·BN(avgpool x) + w_e,skip·skip_e(x) + Σ_{o∈conv} w_e,o·o_e(x)
 (the ``none`` op contributes 0·x). Primitives added to the registry (``rnas_lib.ops.register_primitive``)
-are not fused: each edge holds one module per added op o (built when the cell is), and
-y_e += Σ_{o added} w_e,o·o_e(x), w = softmax(α) over all registered ops. Node j of the cell is Σ_{i<j} y_{i→j}; the cell outputs the
-concatenation of its last ``multiplier`` nodes. Reduction cells (at 1/3 and 2/3 of the depth)
-stride their edges from the two cell inputs by 2. BatchNorm inside search cells has no affine
+are not fused: each edge holds one module per added op o (built with the cell), and
+y_e += Σ_{o added} w_e,o·o_e(x), w = softmax(α) over all registered ops (with partial channels, o_e
+runs on the edge's C/K channels with the β-scaled weight, as the fused ops do). Node j of the cell is
+Σ_{i<j} y_{i→j}; the cell outputs the concatenation of its last ``multiplier`` nodes. Reduction
+cells (at 1/3 and 2/3 of the depth) stride their edges from the two cell inputs by 2. BatchNorm inside search cells has no affine
 parameters (DARTS); in training mode it uses the batch statistics (computed by ``rnas_lib.batchnorm``).
 
 Partial channels (PC-DARTS, Xu et al. 2020), ``partial_channels`` = K > 1: an edge from a node x

@@ -19,7 +19,8 @@ from rnas_lib.genotypes import Genotype, derive_genotype, num_edges
 from rnas_lib.network import Network
 from rnas_lib.ops import OP_COLORS, OPS, PRIMITIVES, make_op, register_primitive, registered_primitive
 from rnas_lib.reference import ReferenceNetwork, ReferenceSearchNetwork
-from rnas_lib.search import SearchConfig, search
+from rnas_lib.runs import load_json
+from rnas_lib.search import SearchConfig, search, search_space_config
 from rnas_lib.supernet import SearchNetwork
 from rnas_lib.verify import certified_radius, falsify_margin
 from test_bounds import check_model, derived, frozen, supernet  # the bound tests' models and soundness checker
@@ -171,9 +172,10 @@ def test_fused_supernet_matches_the_per_op_reference(conv7, K):
     assert (net(x) - ref(x)).abs().max() > 1e-4
 
 
-def test_one_search_step_trains_the_new_op(conv7):
+def test_one_search_step_trains_the_new_op(conv7, tmp_path):
     """One epoch of one batch (an α step on the validation half, a w step on the training half)
-    moves α's new column and the weights of the new op's modules."""
+    moves α's new column and the weights of the new op's modules; the run's configuration names
+    the search space (DARTS runs keep theirs without the key)."""
     torch.manual_seed(0)
     net = SearchNetwork(4, 10, 3, steps=2, multiplier=2, in_channels=1, mean=[0.3], std=[0.4])
     gen = torch.Generator().manual_seed(0)
@@ -182,11 +184,13 @@ def test_one_search_step_trains_the_new_op(conv7):
     alpha = net.alphas_normal.detach().clone()
     added = [p.detach().clone() for p in net.cells[0].added.parameters()]
     assert added  # the new op's convolutions on every edge of the cell
-    result = search(net, *data, SearchConfig(epochs=1, batch_size=16, lr_alpha=0.1), progress=False)
+    result = search(net, *data, SearchConfig(epochs=1, batch_size=16, lr_alpha=0.1), tmp_path, progress=False)
     col = PRIMITIVES.index(NAME)
     assert (net.alphas_normal[:, col] - alpha[:, col]).abs().min() > 0
     assert all((p - q).abs().max() > 0 for p, q in zip(net.cells[0].added.parameters(), added))
     assert len(result.history) == 1 and torch.tensor(result.history[0]["alpha_normal"]).shape == (num_edges(2), 9)
+    assert load_json(tmp_path / "config.json")["primitives"] == list(DARTS) + [NAME]
+    assert search_space_config(DARTS) == {}
 
 
 def test_genotype_selects_the_new_op_and_the_derived_network_matches_the_reference(conv7):
