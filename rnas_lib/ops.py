@@ -47,7 +47,7 @@ class _NameView(Sequence):
         return tuple(_REGISTRY)[i]
 
     def __contains__(self, name):
-        return name in _REGISTRY
+        return isinstance(name, str) and name in _REGISTRY
 
     def __eq__(self, other):
         return isinstance(other, (tuple, list, _NameView)) and tuple(self) == tuple(other)
