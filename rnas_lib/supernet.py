@@ -15,8 +15,9 @@ are not fused: each edge holds one module per added op o (built with the cell), 
 y_e += Σ_{o added} w_e,o·o_e(x), w = softmax(α) over all registered ops (with partial channels, o_e
 runs on the edge's C/K channels with the β-scaled weight, as the fused ops do). Node j of the cell is
 Σ_{i<j} y_{i→j}; the cell outputs the concatenation of its last ``multiplier`` nodes. Reduction
-cells (at 1/3 and 2/3 of the depth) stride their edges from the two cell inputs by 2. BatchNorm inside search cells has no affine
-parameters (DARTS); in training mode it uses the batch statistics (computed by ``rnas_lib.batchnorm``).
+cells (at 1/3 and 2/3 of the depth) stride their edges from the two cell inputs by 2. BatchNorm
+inside search cells has no affine parameters (DARTS); in training mode it uses the batch statistics
+(computed by ``rnas_lib.batchnorm``).
 
 Partial channels (PC-DARTS, Xu et al. 2020), ``partial_channels`` = K > 1: an edge from a node x
 with C channels sends only its first C/K channels x_a through the mixed op and lets the other
