@@ -29,24 +29,26 @@ def num_edges(steps: int) -> int:
     return sum(2 + j for j in range(steps))
 
 
-def parse_alpha(weights, steps: int) -> list[tuple[str, int]]:
-    """Two (op, input) pairs per node from a (num_edges, |PRIMITIVES|) array of op weights."""
+def parse_alpha(weights, steps: int, primitives=None) -> list[tuple[str, int]]:
+    """Two (op, input) pairs per node from a (num_edges, |primitives|) array of op weights;
+    ``primitives``: the names of the columns (default: the registered PRIMITIVES)."""
+    primitives = tuple(PRIMITIVES if primitives is None else primitives)
     weights = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights)
-    if weights.shape != (num_edges(steps), len(PRIMITIVES)):
+    if weights.shape != (num_edges(steps), len(primitives)):
         raise ValueError(
-            f"alpha must have shape ({num_edges(steps)}, {len(PRIMITIVES)}) for steps={steps}, "
-            f"got {weights.shape}"
+            f"alpha must have shape ({num_edges(steps)}, {len(primitives)}) for steps={steps} and the "
+            f"{len(primitives)} primitives {', '.join(primitives)}, got {weights.shape}"
         )
-    none = PRIMITIVES.index("none")
+    ops = [k for k, name in enumerate(primitives) if name != "none"]
     gene, start = [], 0
     for j in range(steps):
         W = weights[start : start + 2 + j]
-        strength = [max(W[i][k] for k in range(len(PRIMITIVES)) if k != none) for i in range(2 + j)]
+        strength = [max(W[i][k] for k in ops) for i in range(2 + j)]
         # stable sort: ties go to the earlier input, so derivation is deterministic
         edges = sorted(range(2 + j), key=lambda i: -strength[i])[:2]
         for i in sorted(edges):
-            best = max((k for k in range(len(PRIMITIVES)) if k != none), key=lambda k: W[i][k])
-            gene.append((PRIMITIVES[best], i))
+            best = max(ops, key=lambda k: W[i][k])
+            gene.append((primitives[best], i))
         start += 2 + j
     return gene
 
@@ -60,9 +62,10 @@ def edge_normalization(beta: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def derive_genotype(alpha_normal, alpha_reduce, steps: int = 4, multiplier: int = 4,
-                    beta_normal=None, beta_reduce=None) -> Genotype:
+                    beta_normal=None, beta_reduce=None, primitives=None) -> Genotype:
     """The DARTS genotype of architecture logits α (softmax is taken here); given the edge logits β
-    (PC-DARTS), the op weights of each edge are multiplied by its normalised β first."""
+    (PC-DARTS), the op weights of each edge are multiplied by its normalised β first. ``primitives``
+    names α's columns (default: the registered PRIMITIVES)."""
     if (beta_normal is None) != (beta_reduce is None):
         raise ValueError("give both beta_normal and beta_reduce (PC-DARTS edge normalisation) or neither")
     concat = list(range(2 + steps - multiplier, steps + 2))
@@ -72,9 +75,9 @@ def derive_genotype(alpha_normal, alpha_reduce, steps: int = 4, multiplier: int 
         return w if beta is None else w * edge_normalization(torch.as_tensor(beta).detach(), steps)[:, None]
 
     return Genotype(
-        normal=parse_alpha(weights(alpha_normal, beta_normal), steps),
+        normal=parse_alpha(weights(alpha_normal, beta_normal), steps, primitives),
         normal_concat=concat,
-        reduce=parse_alpha(weights(alpha_reduce, beta_reduce), steps),
+        reduce=parse_alpha(weights(alpha_reduce, beta_reduce), steps, primitives),
         reduce_concat=concat,
     )
 

@@ -27,12 +27,8 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from .genotypes import get_genotype
-from .ops import PRIMITIVES
+from .ops import OP_COLORS, PRIMITIVES  # OP_COLORS: one colour per registered primitive, the same in every figure
 from .runs import run_dir
-
-#: one colour per primitive, shared by every figure so that an op looks the same everywhere
-OP_COLORS = dict(zip(PRIMITIVES, ("tab:gray", "tab:orange", "tab:olive", "tab:red", "tab:purple", "tab:brown",
-                                  "tab:pink", "tab:cyan")))
 
 
 #: rcParams of the workbook's figures

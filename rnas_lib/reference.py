@@ -6,6 +6,8 @@ the same functions, and ``benchmarks/bench_supernet.py`` times the supernets.
 With ``partial_channels`` K > 1 the supernet is PC-DARTS' ``model_search.py``: each edge runs its
 ops on the first C/K channels, concatenates the other channels (2×2 max-pooled when the edge has
 stride 2), shuffles the channels (groups K), and every edge output is multiplied by its normalised β.
+The supernet's ops come from the registry (``make_op``); the discrete network's from ``REFERENCE_OPS``
+here, written independently: a primitive added to the registry needs one row there too.
 """
 from __future__ import annotations
 
@@ -102,7 +104,11 @@ class ReferenceSearchNetwork(SearchNetwork):
             ref.preprocess0.load_state_dict(cell.preprocess0.state_dict())
             ref.preprocess1.load_state_dict(cell.preprocess1.state_dict())
             for i, src in enumerate(cell.sources):
-                _copy_source(src, [ref.ops[int(r)] for r in getattr(cell, f"rows_{i}")])
+                mixed_ops = [ref.ops[int(r)] for r in getattr(cell, f"rows_{i}")]
+                _copy_source(src, mixed_ops)
+                for mixed, added in zip(mixed_ops, cell.added[i]):  # registered ops the source does not fuse
+                    for col, op in zip(cell.added_columns, added.values()):
+                        mixed.ops[col].load_state_dict(op.state_dict())
         return self
 
 
@@ -195,19 +201,24 @@ class _Identity(nn.Module):
         return x
 
 
+#: DARTS' OPS table, one row per primitive: name → (C, stride) → module (affine BatchNorm)
+REFERENCE_OPS = {
+    "none": lambda C, stride: _Zero(stride),
+    "avg_pool_3x3": lambda C, stride: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+    "max_pool_3x3": lambda C, stride: nn.MaxPool2d(3, stride=stride, padding=1),
+    "skip_connect": lambda C, stride: _Identity() if stride == 1 else _FactorizedReduce(C, C),
+    "sep_conv_3x3": lambda C, stride: _sep_conv(C, 3, stride, 1),
+    "sep_conv_5x5": lambda C, stride: _sep_conv(C, 5, stride, 2),
+    "dil_conv_3x3": lambda C, stride: _dil_conv(C, 3, stride, 2, 2),
+    "dil_conv_5x5": lambda C, stride: _dil_conv(C, 5, stride, 4, 2),
+}
+
+
 def _op(name: str, C: int, stride: int) -> nn.Module:
-    """DARTS' OPS table."""
-    table = {
-        "none": lambda: _Zero(stride),
-        "avg_pool_3x3": lambda: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
-        "max_pool_3x3": lambda: nn.MaxPool2d(3, stride=stride, padding=1),
-        "skip_connect": lambda: _Identity() if stride == 1 else _FactorizedReduce(C, C),
-        "sep_conv_3x3": lambda: _sep_conv(C, 3, stride, 1),
-        "sep_conv_5x5": lambda: _sep_conv(C, 5, stride, 2),
-        "dil_conv_3x3": lambda: _dil_conv(C, 3, stride, 2, 2),
-        "dil_conv_5x5": lambda: _dil_conv(C, 5, stride, 4, 2),
-    }
-    return table[name]()
+    if name not in REFERENCE_OPS:
+        raise ValueError(f"the reference network has no row for primitive {name!r} (rows: "
+                         f"{', '.join(REFERENCE_OPS)}); add one to rnas_lib.reference.REFERENCE_OPS")
+    return REFERENCE_OPS[name](C, stride)
 
 
 def _drop_path(x, drop_prob):

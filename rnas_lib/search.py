@@ -43,6 +43,7 @@ from .display import progress as progress_bar
 from .genotypes import Genotype, random_genotype, save_genotype, to_dict
 from .runs import (keyed_run_dir, load_checkpoint, mark_complete,
                    require_complete, save_checkpoint, save_json, start_run)
+from .ops import DARTS_PRIMITIVES, PRIMITIVES
 from .supernet import SearchNetwork
 from .tiers import Tier, get_tier
 
@@ -238,7 +239,8 @@ def search(model: SearchNetwork, train_data: TensorData, val_data: TensorData, c
             f"SearchNetwork(..., partial_channels={config.partial_channels}) or change the configuration"
         )
     if out_dir is not None:
-        start_run(out_dir, run_config if run_config is not None else {"search": asdict(config)}, resume)
+        default = {"search": asdict(config), **search_space_config(model.primitives)}
+        start_run(out_dir, run_config if run_config is not None else default, resume)
     if config.method == "random":
         return _random_search(model, config, out_dir)
     searcher = _Searcher(model, config)
@@ -396,11 +398,20 @@ def run_name(config: SearchConfig) -> str:
     return config.method if config.partial_channels == default else f"{config.method}_pc{config.partial_channels}"
 
 
+def search_space_config(primitives) -> dict:
+    """{} for DARTS' eight primitives, else {"primitives": names}: a search over registered extra
+    primitives is another configuration (another run folder), and DARTS runs keep their keys."""
+    names = list(primitives)
+    return {} if names == [p.name for p in DARTS_PRIMITIVES] else {"primitives": names}
+
+
 def search_run_config(tier: Tier, config: SearchConfig) -> dict:
-    """The whole configuration that determines a search's result: the search settings and the
-    tier fields the search reads (dataset, its size limit, the supernet's shape)."""
+    """The whole configuration that determines a search's result: the search settings, the tier
+    fields the search reads (dataset, its size limit, the supernet's shape) and the primitives
+    registered beyond DARTS' (see search_space_config)."""
     fields = ("dataset", "search_C", "search_layers", "search_limit", "steps", "multiplier")
-    return {"search": asdict(config), "tier": {k: getattr(tier, k) for k in fields}}
+    return {"search": asdict(config), "tier": {k: getattr(tier, k) for k in fields},
+            **search_space_config(PRIMITIVES)}
 
 
 def _search_setup(tier, method, seed, config_overrides):

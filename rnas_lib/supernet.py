@@ -10,10 +10,14 @@ convolutions and pools are 2–5× faster and every pointwise convolution is a p
 
 For a source x feeding n edges with op weights w ∈ R^{n×8} (rows sum to 1), edge e gives
     y_e = w_e,max·BN(maxpool x) + w_e,avg·BN(avgpool x) + w_e,skip·skip_e(x) + Σ_{o∈conv} w_e,o·o_e(x)
-(the ``none`` op contributes 0·x). Node j of the cell is Σ_{i<j} y_{i→j}; the cell outputs the
-concatenation of its last ``multiplier`` nodes. Reduction cells (at 1/3 and 2/3 of the depth)
-stride their edges from the two cell inputs by 2. BatchNorm inside search cells has no affine
-parameters (DARTS); in training mode it uses the batch statistics (computed by ``rnas_lib.batchnorm``).
+(the ``none`` op contributes 0·x). Primitives added to the registry (``rnas_lib.ops.register_primitive``)
+are not fused: each edge holds one module per added op o (built with the cell), and
+y_e += Σ_{o added} w_e,o·o_e(x), w = softmax(α) over all registered ops (with partial channels, o_e
+runs on the edge's C/K channels with the β-scaled weight, as the fused ops do). Node j of the cell is
+Σ_{i<j} y_{i→j}; the cell outputs the concatenation of its last ``multiplier`` nodes. Reduction
+cells (at 1/3 and 2/3 of the depth) stride their edges from the two cell inputs by 2. BatchNorm
+inside search cells has no affine parameters (DARTS); in training mode it uses the batch statistics
+(computed by ``rnas_lib.batchnorm``).
 
 Partial channels (PC-DARTS, Xu et al. 2020), ``partial_channels`` = K > 1: an edge from a node x
 with C channels sends only its first C/K channels x_a through the mixed op and lets the other
@@ -36,12 +40,14 @@ from torch import nn
 
 from .batchnorm import BatchNorm2d, batch_norm
 from .genotypes import Genotype, derive_genotype, edge_normalization, num_edges
-from .ops import PRIMITIVES, FactorizedReduce, Normalize, ReLUConvBN
+from .ops import DARTS_PRIMITIVES, PRIMITIVES, FactorizedReduce, Normalize, ReLUConvBN, registered_primitives
 
-#: the order in which SourceEdges stacks its convolutional ops (the last four PRIMITIVES)
+#: the order in which SourceEdges stacks its convolutional ops (the last four DARTS primitives)
 CONV_ORDER = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
-assert PRIMITIVES[4:] == CONV_ORDER
-MAX, AVG, SKIP = PRIMITIVES.index("max_pool_3x3"), PRIMITIVES.index("avg_pool_3x3"), PRIMITIVES.index("skip_connect")
+#: the op weights SourceEdges takes: the columns of the eight DARTS ops, which lead the registry
+FUSED = tuple(p.name for p in DARTS_PRIMITIVES)
+assert FUSED[4:] == CONV_ORDER and tuple(PRIMITIVES[: len(FUSED)]) == FUSED
+MAX, AVG, SKIP = FUSED.index("max_pool_3x3"), FUSED.index("avg_pool_3x3"), FUSED.index("skip_connect")
 
 
 def _conv_weight(out_channels: int, fan_in: int, kernel: int) -> nn.Parameter:
@@ -289,20 +295,35 @@ class SearchCell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self.sources = nn.ModuleList()
+        # registered ops the sources do not fuse: one module per (source, edge, op), α column of each
+        added = [(k, p) for k, p in enumerate(registered_primitives()) if not p.fused]
+        self.added_columns = [k for k, _ in added]
+        self.added = nn.ModuleList()
         offsets = [sum(2 + k for k in range(j)) for j in range(steps)]
         for i in range(steps + 1):
             targets = list(range(max(0, i - 1), steps))
             stride = 2 if reduction and i < 2 else 1
             self.sources.append(SourceEdges(C // partial_channels, len(targets), stride))
+            self.added.append(nn.ModuleList(
+                nn.ModuleDict({p.name: p.builder(C // partial_channels, stride, False) for _, p in added})
+                for _ in targets))
             # rows of α (DARTS order: node-major, then input) for the edges leaving source i
             self.register_buffer(f"rows_{i}", torch.tensor([offsets[j] + i for j in targets]), persistent=False)
 
     def targets(self, i: int) -> range:
         return range(max(0, i - 1), self.steps)
 
+    def added_edges(self, i: int, x: torch.Tensor, w: torch.Tensor) -> list[torch.Tensor | None]:
+        """Per edge k leaving source i: Σ_o w[k, o]·o_k(x) over the registered ops the source does not
+        fuse (w: the edges' op weights, all registered columns); None per edge when there are none."""
+        if not self.added_columns:
+            return [None] * len(self.added[i])
+        return [sum(w[k, col] * op(x) for col, op in zip(self.added_columns, ops.values()))
+                for k, ops in enumerate(self.added[i])]
+
     def forward(self, s0, s1, weights, edge_weights=None):
-        """``weights``: softmax(α) (num_edges, 8); ``edge_weights``: β per edge (num_edges,), only
-        with partial channels."""
+        """``weights``: softmax(α) (num_edges, registered ops); ``edge_weights``: β per edge
+        (num_edges,), only with partial channels."""
         K = self.partial_channels
         if (edge_weights is None) != (K == 1):
             raise ValueError(f"edge_weights (β) must be given exactly when partial_channels > 1 (here {K})")
@@ -316,15 +337,18 @@ class SearchCell(nn.Module):
             rows = getattr(self, f"rows_{i}")
             x = states[i]
             if K == 1:
-                y = source(x, weights[rows])
+                xa, w = x, weights[rows]
             else:
                 beta = edge_weights[rows]
-                y = source(x[:, :c], weights[rows] * beta[:, None])
+                xa, w = x[:, :c], weights[rows] * beta[:, None]
                 rest = x[:, c:] if source.stride == 1 else F.max_pool2d(x[:, c:], 2, 2)
                 for k, j in enumerate(self.targets(i)):
                     bypass[j].append((beta[k], rest))
+            y = source(xa, w[:, : len(FUSED)])
             # split, not y[:, k]: its backward concatenates the edge gradients in y's memory format
-            for j, y_j in zip(self.targets(i), y.flatten(1, 2).split(source.C, dim=1)):
+            for j, y_j, extra in zip(self.targets(i), y.flatten(1, 2).split(source.C, dim=1),
+                                     self.added_edges(i, xa, w)):
+                y_j = y_j if extra is None else y_j + extra
                 acc[j] = y_j if acc[j] is None else acc[j] + y_j
             if i >= 1:  # node i-1 has now received all its inputs (sources 0..i)
                 node = acc[i - 1]
@@ -341,7 +365,8 @@ class SearchCell(nn.Module):
 class SearchNetwork(nn.Module):
     """Normalize → stem (3×3 conv, BN) → ``layers`` search cells → global average pool → linear.
 
-    α_normal and α_reduce (each ``num_edges(steps) × 8``) are the architecture parameters; every
+    α_normal and α_reduce (each ``num_edges(steps) × len(PRIMITIVES)``, the primitives registered when
+    the network is built, kept in ``primitives``) are the architecture parameters; every
     normal cell shares α_normal and every reduction cell α_reduce. With ``partial_channels`` K > 1
     (PC-DARTS, module docstring) the edge-normalisation logits β_normal and β_reduce (each
     ``num_edges(steps)``) are architecture parameters too.
@@ -381,8 +406,9 @@ class SearchNetwork(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
         E = num_edges(steps)
-        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(E, len(PRIMITIVES)))
-        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(E, len(PRIMITIVES)))
+        self.primitives = tuple(PRIMITIVES)  # α's columns, as the cells were built
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(E, len(self.primitives)))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(E, len(self.primitives)))
         if partial_channels > 1:
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(E))
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(E))
@@ -424,4 +450,5 @@ class SearchNetwork(nn.Module):
     def genotype(self) -> Genotype:
         """DARTS' derivation; with partial channels on β-weighted op weights, as PC-DARTS."""
         betas = (self.betas_normal, self.betas_reduce) if self.partial_channels > 1 else (None, None)
-        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.steps, self.multiplier, *betas)
+        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.steps, self.multiplier, *betas,
+                               primitives=self.primitives)
