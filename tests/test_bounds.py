@@ -441,16 +441,15 @@ def test_relu_backward_on_few_unstable_neurons_is_the_dense_rule(B, S, per_row_s
 
 
 def test_crown_refines_only_relaxations_a_tighter_bound_could_decide():
-    """A 2×2 max-pool window is refined (the lower bound of its argmax j by l, the upper bound of every
-    i with u_i > l_j) only when one input attains its maximum alone at the clean point; a window tied
-    at x (a constant background) and a ReLU input that is 0 at x stay open under any bound, so CROWN
-    spends nothing on them; an unstable ReLU input is refined at both ends."""
+    """A 2×2 max-pool window is refined (its argmax j by l and every i with u_i > l_j, at both ends)
+    only when one input attains its maximum alone at the clean point; a window tied at x (a constant
+    background) and a ReLU input that is 0 at x stay open under any bound, so CROWN spends nothing
+    on them."""
     op = MaxPool(2, 2, 0)
     v = torch.tensor([[[[1.0, 0.9, 0.5, 0.5], [0.1, 0.0, 0.5, 0.5]]]])  # left window: unique max; right: a tie
     l, u = v - 0.15, v + 0.15
-    leaders, rivals = op.undecided(l, u, v)
-    assert leaders.tolist() == [[[[True, False, False, False], [False, False, False, False]]]]
-    assert rivals.tolist() == [[[[False, True, False, False], [False, False, False, False]]]]
+    low, up = op.undecided(l, u, v)
+    assert low.tolist() == up.tolist() == [[[[True, True, False, False], [False, False, False, False]]]]
     g = bounds.trace(nn.Sequential(nn.ReLU()), v)
     bd = BoundState(g, Ball(g.values[0], torch.full((1, 1, 1, 1), 0.1), "inf", None), "adaptive")
     low, up = undecided(bd, 0, l, u)

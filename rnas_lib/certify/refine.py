@@ -61,8 +61,7 @@ def crown_intermediate(state: BoundState, refine: bool = True, forward: bool | N
 
 def undecided(state: BoundState, z: int, l, u) -> tuple[torch.Tensor, torch.Tensor]:
     """(low, up): the neurons of node z whose lower / upper bound, made tighter, could close a
-    relaxation that [l, u] leaves open (each consumer's ``undecided``): both ends of an unstable
-    ReLU input, the lower end of a max-pool window's leader and the upper ends of its rivals. No
+    relaxation that [l, u] leaves open (each consumer's ``undecided``). No
     bound is tighter than the clean value v, so a ReLU input with v = 0 or a max-pool window whose
     maximum is tied at x (MNIST's constant background) stays open whatever is spent on it, and is
     not refined."""

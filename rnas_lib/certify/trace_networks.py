@@ -10,7 +10,7 @@ from torch import nn
 from ..network import Cell, Network
 from ..ops import PRIMITIVES
 from ..reference import ReferenceCell
-from ..supernet import SearchCell, SearchNetwork, SourceEdges
+from ..supernet import FUSED, SearchCell, SearchNetwork, SourceEdges
 from .graph import BoundGraph
 from .primitives import (AvgPool, ChannelShuffle, Concat, Conv, Crop, EdgeSum, GlobalAvgPool, Linear, MixedEdges, Repeat,
                          Slice, WeightedSum)
@@ -80,16 +80,19 @@ def trace_search_cell(g: BoundGraph, cell: SearchCell, s0: int, s1: int, w: torc
         targets = list(range(max(0, i - 1), steps))
         rows = [offsets[j] + i for j in targets]
         if K == 1:
-            y = trace_source(g, src, states[i], w[rows])
+            x, wi = states[i], w[rows]
         else:
-            y = trace_source(g, src, g.add(Slice(0, C // K), states[i]), w[rows] * beta[rows, None])
+            x, wi = g.add(Slice(0, C // K), states[i]), w[rows] * beta[rows, None]
             rest = g.add(Slice(C // K, C), states[i])
             if src.stride == 2:
                 rest = g.maxpool(rest, 2, 2, 0)
             for j in targets:
                 bypass[j].append((beta[offsets[j] + i], rest))
+        y = trace_source(g, src, x, wi[:, : len(FUSED)])
         for k, j in enumerate(targets):
             incoming[j].append((y, k))
+        for j, extra in zip(targets, trace_added_edges(g, cell, i, x, wi)):
+            incoming[j].append((extra, 0))  # an added edge's output is one edge's C channels
         if i >= 1:  # node i−1 has all its inputs now (sources 0..i)
             ys, ks = zip(*incoming[i - 1])
             node = g.add(EdgeSum(src.C, list(ks)), *ys)
@@ -99,6 +102,15 @@ def trace_search_cell(g: BoundGraph, cell: SearchCell, s0: int, s1: int, w: torc
                 node = g.add(ChannelShuffle(K), g.add(Concat(), node, rest))
             states.append(node)
     return g.add(Concat(), *states[-cell.multiplier :])
+
+
+def trace_added_edges(g: BoundGraph, cell: SearchCell, i: int, x: int, w: torch.Tensor) -> list[int]:
+    """The registered ops that source i's SourceEdges does not fuse (SearchCell.added_edges): per edge
+    k, Σ_o w[k, o]·o_k(x) over those ops, each op traced through its modules; none without such ops."""
+    if not cell.added_columns:
+        return []
+    return [g.add(WeightedSum([w[k, col] for col in cell.added_columns]), *[trace_module(g, op, x) for op in ops.values()])
+            for k, ops in enumerate(cell.added[i])]
 
 
 def trace_source(g: BoundGraph, src: SourceEdges, x: int, w: torch.Tensor) -> int:

@@ -73,10 +73,13 @@ class MaxPool(Nonlinear):
         return lowL, upL, lowb, upb
 
     def undecided(self, l, u, v) -> tuple[torch.Tensor, torch.Tensor]:
-        """(leaders, rivals) of the windows whose maximum no input is known to attain
-        (max_{i≠j} u_i > l_j, j = argmax l) but one input attains alone at the clean point v (so
-        tighter bounds could decide them): the leader j, whose lower bound the offset
-        c = max_{i≠j} u_i − l_j uses, and every rival i ≠ j with u_i > l_j, whose upper bound it uses."""
+        """(low, up): in each window whose maximum no input is known to attain (max_{i≠j} u_i > l_j,
+        j = argmax l) but one input attains alone at the clean point v (so tighter bounds could
+        decide it), the inputs that decide its relaxation: j and every i with u_i > l_j, at both
+        ends. The offset c = max_{i≠j} u_i − l_j reads only l_j and the rivals' u_i, but forward
+        mode carries j's upper line on, and the input's other consumers (skip, average pool, ReLU)
+        use both ends of every input's bounds: refining one end only loosened the 28×28 margin
+        bounds by half."""
         B, C, H, W = l.shape
         lw, uw = self.windows(l), self.windows(u)
         if lw.shape[2] < 2:  # 1×1 windows: the identity, nothing to decide
@@ -86,9 +89,6 @@ class MaxPool(Nonlinear):
         lj = lw.gather(2, j)
         top2 = self.windows(v).topk(2, dim=2).values
         open_ = (uw.scatter(2, j, -math.inf).amax(2, keepdim=True) > lj) & (top2[:, :, :1] > top2[:, :, 1:])
-        is_j = torch.arange(lw.shape[2], device=l.device).view(1, 1, -1, 1) == j
-
-        def cover(mask):  # (B, C, k·k, L) window positions → (B, C, H, W) inputs
-            return F.fold(mask.to(l.dtype).reshape(B, -1, lw.shape[3]), (H, W), self.k, padding=self.p, stride=self.s) > 0
-
-        return cover(open_ & is_j), cover(open_ & (uw > lj) & ~is_j)
+        candidate = open_ & ((uw > lj) | (torch.arange(lw.shape[2], device=l.device).view(1, 1, -1, 1) == j))
+        cover = F.fold(candidate.to(l.dtype).reshape(B, -1, lw.shape[3]), (H, W), self.k, padding=self.p, stride=self.s)
+        return cover > 0, cover > 0
