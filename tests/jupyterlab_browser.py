@@ -219,6 +219,20 @@ def save(driver, path: Path, timeout=60):
     time.sleep(0.5)
 
 
+def close_notebook(driver, timeout=60):
+    """File > Close and Shut Down Notebook (confirming the dialog): the next notebook is alone in the page."""
+    from selenium.webdriver.common.by import By
+
+    def closed():
+        for button in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog .jp-mod-accept"):  # shut down? save?
+            with contextlib.suppress(Exception):
+                button.click()
+        return not driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel")
+
+    click_menu(driver, "File", "filemenu:close-and-cleanup")
+    wait_for(closed, timeout, "the notebook to close", interval=1)
+
+
 PAGE_OUTPUTS = """
 return [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(cell => ({
   code: cell.classList.contains('jp-CodeCell'),

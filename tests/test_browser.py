@@ -9,7 +9,7 @@ import time
 import nbformat
 import pytest
 
-from jupyterlab_browser import (JupyterLab, chromium, javascript_errors, missing_browser, open_notebook,
+from jupyterlab_browser import (JupyterLab, chromium, close_notebook, javascript_errors, missing_browser, open_notebook,
                                 output_problems, page_outputs, pixel_difference, run_all, save, wait_for)
 from rnas_lib import PROJECT_ROOT
 from rnas_lib.runs import notebooks
@@ -88,7 +88,14 @@ def run_in_lab(lab, name, timeout=RUN_TIMEOUT):
         f"JavaScript error: {e[:300]}" for e in javascript_errors(driver)]
 
 
-def test_notebook_01_runs_in_jupyterlab(lab):
+@pytest.fixture
+def notebook_closed_after(lab):
+    """Close the test's notebook (and shut its kernel down) when the test ends."""
+    yield
+    close_notebook(lab[1])
+
+
+def test_notebook_01_runs_in_jupyterlab(lab, notebook_closed_after):
     server, driver, root = lab
     started = time.monotonic()
     saved, problems = run_in_lab(lab, notebook_copy("01", root))
@@ -110,7 +117,7 @@ def explorer_view(driver):
     return float(handle.get_attribute("aria-valuenow")), image.get_attribute("src")
 
 
-def test_notebook_07_explorer_reacts_to_its_slider(lab):
+def test_notebook_07_explorer_reacts_to_its_slider(lab, notebook_closed_after):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -143,7 +150,7 @@ def test_notebook_07_explorer_reacts_to_its_slider(lab):
           f"changed, {time.monotonic() - started:.0f} s")
 
 
-def test_the_check_catches_a_widget_that_cannot_render(lab):
+def test_the_check_catches_a_widget_that_cannot_render(lab, notebook_closed_after):
     """The test of the test: a widget whose front-end module does not exist is reported, the working
     slider beside it is not."""
     server, driver, root = lab
