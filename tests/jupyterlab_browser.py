@@ -135,7 +135,8 @@ class JupyterLab:
         return next((s["kernel"]["execution_state"] for s in sessions if s["path"] == name and s.get("kernel")), None)
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        """The notebook's address in a fresh workspace (``reset``: no tab of an earlier page comes back)."""
+        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
 
 
 @contextlib.contextmanager
@@ -186,12 +187,15 @@ def open_notebook(driver, lab: JupyterLab, name: str, timeout=120):
     driver.get(lab.notebook_url(name))
     wait_for(lambda: lab.kernel_state(name) == "idle", timeout, f"the kernel of {name} to start")
     wait_for(lambda: driver.execute_script(
-        "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-        "return document.querySelector('.jp-Notebook .jp-Cell') && s && s.getAttribute('data-status') === 'idle';"),
+        "const s = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator');"
+        "return document.querySelectorAll('.jp-NotebookPanel').length === 1 && s"
+        " && document.querySelector('.jp-Notebook .jp-Cell') && s.getAttribute('data-status') === 'idle';"),
         timeout, f"{name} to connect to its kernel")
 
 
-PROMPTS = "return [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(p => p.textContent);"
+# the notebook in view (the tab shown): queries never mix in a notebook left open behind it
+CURRENT = "document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)')"
+PROMPTS = f"return [...{CURRENT}.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(p => p.textContent);"
 
 
 def run_all(driver, timeout: float, attempts: int = 3):
@@ -234,7 +238,7 @@ def close_notebook(driver, timeout=60):
 
 
 PAGE_OUTPUTS = """
-return [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(cell => ({
+return [...CURRENT.querySelectorAll('.jp-Notebook .jp-Cell')].map(cell => ({
   code: cell.classList.contains('jp-CodeCell'),
   outputs: [...cell.querySelectorAll('.jp-OutputArea-output')].map(o => {
     o.scrollIntoView();
@@ -251,7 +255,7 @@ return [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(cell => ({
 def page_outputs(driver) -> list[dict]:
     """Per cell of the open notebook: code or not, and each output's mime type, text, count of rendered
     widget controls (a ``widget-*`` element of non-zero size) and of images (all, and those decoded)."""
-    return driver.execute_script(PAGE_OUTPUTS)
+    return driver.execute_script(PAGE_OUTPUTS.replace("CURRENT", CURRENT))
 
 
 def output_problems(page: list[dict], notebook) -> list[str]:
