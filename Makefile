@@ -38,7 +38,7 @@ sweep: $(STAMP)
 	$(PY) -m rnas_lib.sweep $(STUDY) $(SWEEP_ARGS)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(STAMP)
 	for b in $(filter-out benchmarks/bench_paper_tier.py,$(wildcard benchmarks/bench_*.py)); do \
