@@ -195,3 +195,58 @@ def summary_text(table, reference: str | None = None) -> str:
             lines.append(text + ".")
         lines.append("")
     return "\n".join(lines).strip()
+
+
+# --------------------------------------------------------------------------- why the bounds disagree
+def relaxation_profile(model, x, eps: float | None = None, samples: int = 64, seed: int = 0) -> dict:
+    """What a bound must relax in ``model`` on the images ``x`` (B, C, H, W):
+
+    - ``depth``: the most ReLU and max-pool nodes on one path from the input to the logits (each
+      relaxation's error is carried through every later layer, so looseness compounds with it);
+    - ``relu_neurons`` and ``maxpool_neurons``: the relaxed neurons of one image;
+    - with ``eps``: ``sign_changing_relus``, the mean over images of the ReLU inputs whose sign
+      differs between the clean image and ``samples`` random corners of its ℓ∞ ball of radius eps.
+      Such a ReLU is unstable under every sound bound, so this is a lower bound on the unstable
+      ReLUs any bound must relax at that ε.
+    """
+    import torch
+
+    from .bounds import NONLINEAR, trace
+
+    with torch.no_grad():
+        g = trace(model, x[:1])
+    longest = [0] * len(g.ops)
+    for i in range(1, len(g.ops)):
+        below = max((longest[j] for j in g.inputs[i]), default=0)
+        longest[i] = below + int(isinstance(g.ops[i], NONLINEAR))
+    relu_type, pool_type = NONLINEAR
+    count = lambda kind: sum(g.values[i][0].numel() for i, op in enumerate(g.ops) if isinstance(op, kind))  # noqa: E731
+    out = {"depth": max(longest), "relu_neurons": count(relu_type), "maxpool_neurons": count(pool_type)}
+    if eps is not None:
+        out["sign_changing_relus"] = _sign_changing_relus(model, x, eps, samples, seed)
+    return out
+
+
+def _sign_changing_relus(model, x, eps: float, samples: int, seed: int) -> float:
+    """Mean over images of the ReLU inputs (every nn.ReLU of ``model``) whose sign differs between x and
+    some of ``samples`` random corners x + eps·s (s ∈ {−1, 1}ⁿ, clipped to [0, 1])."""
+    import torch
+
+    signs = []
+    hooks = [m.register_forward_hook(lambda _m, inp, _out: signs.append(inp[0] > 0))
+             for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        with torch.no_grad():
+            model(x)
+            clean, changed = list(signs), None
+            for _ in range(samples):
+                signs.clear()
+                corner = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
+                model((x + eps * corner).clamp(0, 1))
+                flips = [(a != b).flatten(1) for a, b in zip(clean, signs)]
+                changed = flips if changed is None else [c | f for c, f in zip(changed, flips)]
+    finally:
+        for h in hooks:
+            h.remove()
+    return float(sum(c.sum(1).float() for c in changed).mean()) if changed else 0.0

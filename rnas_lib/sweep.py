@@ -31,9 +31,11 @@ loaded, never run again, and only the evaluation is computed. Every superseded c
 is kept as ``evaluations/<config_key of its configuration>.json`` in the run folder, so switching
 back to earlier evaluation settings restores that evaluation instead of computing it again.
 ``--evaluate KEY=VALUE`` (or ``with_evaluation``) overrides the study file's ``evaluate`` settings
-for one invocation, e.g. ``--evaluate certify_method=crown --evaluate n_certify=32``. Notebook runs execute in a fresh papermill process
-each (``OMP_NUM_THREADS=1``, ``RNAS_RUNS_DIR`` = the run folder's ``runs/``, so runs never share
-search or training folders); the executed notebook is saved in the run folder.
+for one invocation, e.g. ``--evaluate certify_method=crown --evaluate n_certify=32``.
+
+Notebook runs execute in a fresh papermill process each (``OMP_NUM_THREADS=1``, ``RNAS_RUNS_DIR`` =
+the run folder's ``runs/``, so runs never share search or training folders); the executed notebook
+is saved in the run folder.
 
 Where the tasks run (``make_client``): a ``LocalCluster`` by default (one worker process per core,
 one thread each; nothing to start), an existing scheduler by address (``dask scheduler`` and

@@ -92,3 +92,26 @@ def test_bad_input_is_one_clear_error():
         bound_ranking.looseness(table, "linf", reference="alpha-crown")
     with pytest.raises(ValueError, match="no per-bound radius columns"):
         bound_ranking.mean_radii(table.drop(columns=[c for c in table if c.startswith("cert_")]), "linf")
+
+
+def test_relaxation_profile_counts_depth_neurons_and_sign_changes_by_hand():
+    import torch
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2), torch.nn.Conv2d(2, 3, 1),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 2, 4)).eval()
+    x = torch.rand(3, 1, 4, 4)
+    profile = bound_ranking.relaxation_profile(model, x, eps=0.2, samples=200)
+    assert profile["depth"] == 3  # ReLU → max pool → ReLU on the only path
+    assert profile["relu_neurons"] == 2 * 4 * 4 + 3 * 2 * 2 and profile["maxpool_neurons"] == 2 * 2 * 2
+    # the first ReLU by hand: its input is conv(x) (linear), whose range over the ℓ∞ ball (ignoring the
+    # [0, 1] clip) is conv(x) ± eps·‖w‖₁; the sampled count can only find sign changes inside that range
+    with torch.no_grad():
+        centre = conv(x)
+        reach = 0.2 * conv.weight.abs().sum((1, 2, 3)).view(1, -1, 1, 1)
+        possible = ((centre - reach < 0) & (centre + reach > 0)).flatten(1).sum(1).float().mean()
+    assert 0 < profile["sign_changing_relus"]
+    first_only = bound_ranking._sign_changing_relus(torch.nn.Sequential(conv, torch.nn.ReLU()), x, 0.2, 200, 0)
+    assert first_only <= possible
+    assert bound_ranking.relaxation_profile(model, x, eps=0.0)["sign_changing_relus"] == 0
