@@ -7,10 +7,14 @@ with ``run_training`` at the tier's budget and evaluated on the first ``n_eval``
 - clean accuracy and FGSM / PGD accuracy on the tier's ℓ∞ and ℓ2 ε grids (``rnas_lib.tiers.threat_model``);
 - C&W-ℓ2 (minimum-norm: one run gives the whole ℓ2 grid) on the first ``n_cw`` of them and reduced
   AutoAttack (APGD-CE + APGD-DLR) at the tier's ℓ∞ table ε on the first ``n_autoattack``;
-- the average certified radius (ℓ∞ and ℓ2) on the first ``n_certify`` with ``certify_method``.
+- the average certified radius (ℓ∞ and ℓ2) on the first ``n_certify`` with ``certify_method`` (the
+  headline radius), and with every method of ``certify_also`` on the same images (the cheaper or
+  tighter bounds beside it: how much of a radius is the bound's looseness, not the network).
 
 Everything goes to one folder: ``search/`` and ``train/`` (resumable run folders) and the record
-returned by ``run_pipeline`` (``rnas_lib.sweep`` saves it as the run's completion record).
+returned by ``run_pipeline`` (``rnas_lib.sweep`` saves it as the run's completion record). With
+``trained_only``, the search and training must have finished there already: the run only loads their
+checkpoints and evaluates (a study re-evaluated with other evaluation settings).
 """
 from __future__ import annotations
 
@@ -24,9 +28,13 @@ from . import attacks
 from .data import load_dataset
 from .genotypes import PUBLISHED, get_genotype, to_dict
 from .search import TIER_FIELDS, methods, run_search
-from .tiers import get_tier, threat_model
+from .runs import is_complete
+from .tiers import ThreatModel, get_tier, threat_model
 from .train import run_training
 from .verify import average_certified_bound
+
+#: the bounds a study can certify with (``rnas_lib.verify.certified_radius``), cheapest first
+CERTIFY_METHODS = ("ibp", "crown-ibp", "crown-forward", "crown", "alpha-crown")
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,11 @@ class EvalSettings:
     n_autoattack: int = 100
     autoattack_steps: int = 20
     n_certify: int = 50
-    certify_method: str = "crown"  # "ibp", "crown-ibp", "crown", "alpha-crown" (rnas_lib.verify)
+    certify_method: str = "crown"  # the headline radius: one of CERTIFY_METHODS (rnas_lib.verify)
     certify_tol: float = 1e-4
+    certify_also: tuple = ()  # more CERTIFY_METHODS, certified on the same n_certify images
+    eps_linf: tuple | None = None  # the accuracy-vs-ε grids (None: the tier's); each holds 0 and the table's ε
+    eps_l2: tuple | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "EvalSettings":
@@ -51,7 +62,32 @@ class EvalSettings:
         if unknown:
             raise ValueError(f"unknown evaluation settings {sorted(unknown)}; allowed: "
                              + ", ".join(f.name for f in fields(cls)))
-        return cls(**d)
+        for key in ("certify_also", "eps_linf", "eps_l2"):
+            if isinstance(d.get(key), (list, tuple)):
+                d[key] = tuple(d[key])
+            elif d.get(key) is not None:
+                raise ValueError(f"evaluation setting {key} must be a list, got {d[key]!r}")
+        settings = cls(**d)
+        bad = [m for m in (settings.certify_method, *settings.certify_also) if m not in CERTIFY_METHODS]
+        if bad:
+            raise ValueError(f"unknown certificate methods {bad} in certify_method / certify_also; allowed: "
+                             + ", ".join(CERTIFY_METHODS))
+        if settings.certify_method in settings.certify_also or len(set(settings.certify_also)) < len(settings.certify_also):
+            raise ValueError(f"certify_also {list(settings.certify_also)} repeats a method (or the headline "
+                             f"certify_method {settings.certify_method!r}): list each bound once")
+        return settings
+
+    def threat(self, tier: str) -> ThreatModel:
+        """The tier's threat model with this evaluation's ε grids; a grid must hold 0 (the clean
+        accuracy) and the table's ε (its columns), else ValueError."""
+        base = threat_model(tier)
+        threat = ThreatModel(tuple(self.eps_linf or base.eps_linf), tuple(self.eps_l2 or base.eps_l2),
+                             base.linf, base.l2)
+        for name, grid, eps in (("eps_linf", threat.eps_linf, base.linf), ("eps_l2", threat.eps_l2, base.l2)):
+            if 0 not in grid or eps not in grid:
+                raise ValueError(f"evaluation setting {name}={list(grid)} must hold 0 (clean accuracy) and the "
+                                 f"{tier} table's ε {eps}; add them to the grid")
+        return threat
 
 
 def architectures() -> tuple[str, ...]:
@@ -84,11 +120,13 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 def run_pipeline(arch: str, seed: int, tier: str, folder, search: dict | None = None, train: dict | None = None,
                  evaluate: dict | None = None, tier_fields: dict | None = None, data_root=None,
-                 device=None) -> dict:
+                 device=None, trained_only: bool = False) -> dict:
     """Search (unless ``arch`` is published), retrain and evaluate; return a JSON-ready record.
 
     search / train: overrides of ``run_search`` / ``run_training`` (config or tier fields);
-    evaluate: ``EvalSettings`` fields; tier_fields: tier overrides for all three stages (e.g. dataset).
+    evaluate: ``EvalSettings`` fields; tier_fields: tier overrides for all three stages (e.g. dataset);
+    trained_only: load the finished search and training of ``folder``, never run one (FileNotFoundError
+    when either did not finish there).
     """
     if arch not in architectures():
         raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(architectures())}")
@@ -97,8 +135,13 @@ def run_pipeline(arch: str, seed: int, tier: str, folder, search: dict | None = 
     check_stage("train", train)
     settings = EvalSettings.from_dict(evaluate)
     t = get_tier(tier, **tier_fields)
-    threat = threat_model(t.name)
+    threat = settings.threat(t.name)
     folder = Path(folder)
+    if trained_only:
+        unfinished = [folder / s for s in ("search", "train")[arch in PUBLISHED:] if not is_complete(folder / s)]
+        if unfinished:
+            raise FileNotFoundError(f"re-evaluating {arch} seed {seed} needs its finished search and training, but "
+                                    f"{', '.join(map(str, unfinished))} did not finish; run the study in full")
     t0 = time.perf_counter()
 
     if arch in PUBLISHED:
@@ -156,11 +199,13 @@ def evaluate_network(model, test, settings: EvalSettings, threat, seed: int = 0)
                                 [{"name": "autoattack", "steps": settings.autoattack_steps}], [threat.linf],
                                 norm="inf", seed=seed, progress=False)
     lap("autoattack")
-    certified = {}
-    for norm in ("inf", 2):
-        key = "linf" if norm == "inf" else "l2"
-        certified[key] = average_certified_bound(model, data, norm, method=settings.certify_method,
-                                                 n=settings.n_certify, tol=settings.certify_tol, seed=seed,
-                                                 progress=False)
-        lap(f"certify_{key}")
+    by_method = {}
+    for method in (settings.certify_method, *settings.certify_also):
+        by_method[method] = {}
+        for norm in ("inf", 2):
+            key = "linf" if norm == "inf" else "l2"
+            by_method[method][key] = average_certified_bound(model, data, norm, method=method, n=settings.n_certify,
+                                                             tol=settings.certify_tol, seed=seed, progress=False)
+            lap(f"certify_{key}" + ("" if method == settings.certify_method else f"_{method}"))
+    certified = {**by_method[settings.certify_method], "also": {m: by_method[m] for m in settings.certify_also}}
     return records, certified, timings

@@ -25,9 +25,17 @@ holds its completion record ``record.json`` whose ``run`` entry equals the run's
 ``run_study`` skips it on a rerun (resume by run folder). A run that raises leaves ``error.json``
 (its configuration, the error and the traceback) and the others go on; a rerun tries it again.
 A folder holding another configuration under the same run id stops ``run_study`` before anything
-starts (rename the study or delete the folder). Notebook runs execute in a fresh papermill process
-each (``OMP_NUM_THREADS=1``, ``RNAS_RUNS_DIR`` = the run folder's ``runs/``, so runs never share
-search or training folders); the executed notebook is saved in the run folder.
+starts (rename the study or delete the folder), unless only the evaluation settings differ: then
+the run is *re-evaluated* (``run_state`` "stale"): its finished search and training checkpoints are
+loaded, never run again, and only the evaluation is computed. Every superseded completion record
+is kept as ``evaluations/<config_key of its configuration>.json`` in the run folder, so switching
+back to earlier evaluation settings restores that evaluation instead of computing it again.
+``--evaluate KEY=VALUE`` (or ``with_evaluation``) overrides the study file's ``evaluate`` settings
+for one invocation, e.g. ``--evaluate certify_method=crown --evaluate n_certify=32``.
+
+Notebook runs execute in a fresh papermill process each (``OMP_NUM_THREADS=1``, ``RNAS_RUNS_DIR`` =
+the run folder's ``runs/``, so runs never share search or training folders); the executed notebook
+is saved in the run folder.
 
 Where the tasks run (``make_client``): a ``LocalCluster`` by default (one worker process per core,
 one thread each; nothing to start), an existing scheduler by address (``dask scheduler`` and
@@ -41,6 +49,7 @@ the accuracy-vs-ε records; ``write_results`` saves both with the command, commi
 that produced them (``results/<study>/``). Command line::
 
     python -m rnas_lib.sweep studies/smoke.yaml [--workers N] [--address tcp://host:8786] [--slurm N]
+                             [--evaluate KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -60,7 +69,7 @@ from pathlib import Path
 
 from . import PROJECT_ROOT
 from .display import progress as progress_bar
-from .runs import load_json, runs_root, save_json
+from .runs import config_key, load_json, runs_root, save_json
 
 KINDS = ("pipeline", "notebook")
 STUDY_KEYS = {"name", "tier", "kind", "methods", "seeds", "notebook", "grid", "parameters", "search", "train",
@@ -243,25 +252,70 @@ def expand(study: Study, root=None) -> list[Run]:
     return runs
 
 
+def with_evaluation(study: Study, overrides: dict) -> Study:
+    """``study`` with its ``evaluate`` settings updated by ``overrides`` (checked like a study file's)."""
+    from dataclasses import replace
+
+    from .pipeline import EvalSettings
+
+    if study.kind != "pipeline" and overrides:
+        raise ValueError(f"evaluation overrides {sorted(overrides)} apply to pipeline studies; {study.name} is a "
+                         "notebook study (pass notebook parameters in its grid instead)")
+    evaluate = {**study.evaluate, **overrides}
+    EvalSettings.from_dict(evaluate)
+    return replace(study, evaluate=evaluate)
+
+
+def _only_evaluation_differs(stored: dict, config: dict) -> bool:
+    drop = lambda c: {k: v for k, v in c.items() if k != "evaluate"}  # noqa: E731
+    return config.get("kind") == "pipeline" and drop(stored) == drop(config)
+
+
 def run_state(run: Run) -> str:
-    """"finished" (a completion record of this configuration), "failed" (an error record), "conflict"
-    (a record of another configuration) or "new"."""
+    """"finished" (a completion record of this configuration), "stale" (a completion record that
+    differs only in the evaluation settings: re-evaluate from the checkpoints), "failed" (an error
+    record), "conflict" (a record of another configuration) or "new"."""
     folder = Path(run.folder)
     record = folder / "record.json"
     if record.exists():
-        return "finished" if load_json(record)["run"] == run.config else "conflict"
+        stored = load_json(record)["run"]
+        if stored == run.config:
+            return "finished"
+        return "stale" if _only_evaluation_differs(stored, run.config) else "conflict"
     error = folder / "error.json"
     if error.exists():
-        return "failed" if load_json(error)["run"] == run.config else "conflict"
+        stored = load_json(error)["run"]
+        return "failed" if stored == run.config or _only_evaluation_differs(stored, run.config) else "conflict"
     return "new"
+
+
+def evaluation_archive(run: Run, config: dict | None = None) -> Path:
+    """Where the completion record of ``config`` (default: the run's) is kept once superseded."""
+    return Path(run.folder) / "evaluations" / f"{config_key(config or run.config)}.json"
+
+
+def retire_evaluation(run: Run) -> bool:
+    """Make way for the re-evaluation of a "stale" run: keep its completion record in the archive,
+    then restore the archived evaluation of the run's own configuration if there is one. Returns
+    True when restored (the run is finished), False when the evaluation must be computed."""
+    folder = Path(run.folder)
+    old = load_json(folder / "record.json")
+    save_json(old, evaluation_archive(run, old["run"]))
+    (folder / "record.json").unlink()
+    kept = evaluation_archive(run)
+    if kept.exists() and load_json(kept)["run"] == run.config:
+        save_json(load_json(kept), folder / "record.json")
+        return True
+    return False
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def execute(run: Run, data_root=None) -> dict:
+def execute(run: Run, data_root=None, trained_only: bool = False) -> dict:
     """Execute one run (in a Dask worker); write its completion or error record; never raise.
+    ``trained_only``: a re-evaluation (``rnas_lib.pipeline.run_pipeline``'s trained_only).
 
     Returns {"run_id", "status": "finished" | "failed", "seconds", "error"}."""
     import torch
@@ -277,7 +331,7 @@ def execute(run: Run, data_root=None) -> dict:
 
             c = run.config
             result = run_pipeline(c["arch"], c["seed"], c["tier"], folder, c["search"], c["train"], c["evaluate"],
-                                  c["tier_fields"], data_root=data_root)
+                                  c["tier_fields"], data_root=data_root, trained_only=trained_only)
         else:
             result = _execute_notebook(run, data_root)
     except Exception as err:  # recorded, so that the other runs go on
@@ -352,14 +406,17 @@ def run_study(study: Study, client=None, progress: bool = True, root=None, **cli
     conflicts = [run.folder for run in runs if states[run.run_id] == "conflict"]
     if conflicts:
         raise ValueError(f"{len(conflicts)} run folders hold runs of another configuration (e.g. {conflicts[0]}); "
-                         "give the study another name, or delete those folders to run them again (where only the "
-                         "evaluate settings changed, deleting their record.json is enough: the finished search and "
-                         "training checkpoints are reused and only the evaluation runs again)")
-    todo = [run for run in runs if states[run.run_id] != "finished"]
+                         "give the study another name, or delete those folders to run them again (a change of the "
+                         "evaluate settings alone is no conflict: such runs are re-evaluated from their checkpoints)")
+    restored = [run.run_id for run in runs if states[run.run_id] == "stale" and retire_evaluation(run)]
+    todo = [run for run in runs if states[run.run_id] != "finished" and run.run_id not in restored]
     summary = {"finished": [], "failed": [], "skipped": [r.run_id for r in runs if states[r.run_id] == "finished"],
+               "restored": restored, "reevaluated": [r.run_id for r in todo if states[r.run_id] == "stale"],
                "errors": {}, "seconds": 0.0, "workers": 0}
     if progress:
-        print(f"study {study.name}: {len(runs)} runs, {len(summary['skipped'])} finished before, {len(todo)} to run")
+        print(f"study {study.name}: {len(runs)} runs, {len(summary['skipped'])} finished before, {len(restored)} "
+              f"evaluations restored, {len(todo)} to run ({len(summary['reevaluated'])} of them re-evaluations "
+              "from their checkpoints)")
     if not todo:
         return summary
     own = client is None
@@ -370,7 +427,7 @@ def run_study(study: Study, client=None, progress: bool = True, root=None, **cli
         summary["workers"] = len(client.scheduler_info().get("workers", {}))
         if progress:
             print(f"Dask dashboard: {client.dashboard_link}")
-        futures = {client.submit(execute, run, study.data_root, pure=False,
+        futures = {client.submit(execute, run, study.data_root, states[run.run_id] == "stale", pure=False,
                                  key=f"{study.name}-{run.run_id}-{os.urandom(4).hex()}"): run for run in todo}
         bar = progress_bar(total=len(todo), desc=study.name, disable=not progress, unit="run")
         for future in as_completed(futures):
@@ -408,6 +465,32 @@ TABLE_COLUMNS = (
 )
 
 
+def cert_column(method: str, norm: str) -> str:
+    """The table column of the average certified radius by ``method`` in ``norm`` ("linf" | "l2"),
+    e.g. ``cert_radius_linf_crown_forward``; ``cert_radius_<norm>`` alone is the headline method's
+    (``cert_method``), repeated under its own name."""
+    return f"cert_radius_{norm}_{method.replace('-', '_')}"
+
+
+def cert_columns(table) -> dict:
+    """{method: (ℓ∞ column, ℓ2 column)} of every certificate method in ``table``, cheapest first."""
+    from .pipeline import CERTIFY_METHODS
+
+    return {m: (cert_column(m, "linf"), cert_column(m, "l2")) for m in CERTIFY_METHODS
+            if cert_column(m, "linf") in table.columns}
+
+
+def _certified_columns(certified: dict) -> dict:
+    """The per-method radius and time columns of one run's ``certified`` record (headline and ``also``)."""
+    methods = {certified["linf"]["method"]: certified, **certified.get("also", {})}
+    row = {}
+    for method, records in methods.items():
+        for key in ("linf", "l2"):
+            row[cert_column(method, key)] = records[key]["mean_radius"]
+        row[f"cert_seconds_{method.replace('-', '_')}"] = records["linf"]["seconds"] + records["l2"]["seconds"]
+    return row
+
+
 def _pick(records, attack, norm, eps) -> tuple[float, int]:
     for r in records:
         if r["attack"] == attack and r["norm"] == norm and abs(r["eps"] - eps) < 1e-12:
@@ -435,6 +518,7 @@ def _row(record: dict) -> dict:
         "cert_radius_linf": res["certified"]["linf"]["mean_radius"],
         "cert_radius_l2": res["certified"]["l2"]["mean_radius"],
         "skip_normal": res["skip_connections"]["normal"], "skip_reduce": res["skip_connections"]["reduce"],
+        **_certified_columns(res["certified"]),
     }
 
 
@@ -446,12 +530,18 @@ def _records(folder) -> list[dict]:
 
 
 def aggregate(folder, out=None):
-    """One row per finished pipeline run under the study folder ``folder`` (``TABLE_COLUMNS``),
-    sorted by arch and seed; with ``out``, also written as ``<out>/table.csv`` and ``table.json``."""
+    """One row per finished pipeline run under the study folder ``folder``: ``TABLE_COLUMNS``, then
+    the radius (ℓ∞, ℓ2) and time of every certificate method the runs used (``cert_column``), sorted by
+    arch and seed; with ``out``, also written as ``<out>/table.csv`` and ``table.json``."""
     import pandas as pd
 
+    from .pipeline import CERTIFY_METHODS
+
     rows = [_row(r) for r in _records(folder) if r["run"]["kind"] == "pipeline"]
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    used = [m for m in CERTIFY_METHODS if any(cert_column(m, "linf") in r for r in rows)]
+    extra = [c for m in used for c in (cert_column(m, "linf"), cert_column(m, "l2"),
+                                       f"cert_seconds_{m.replace('-', '_')}")]
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS) + extra)
     table = table.sort_values(["arch", "seed"], kind="stable").reset_index(drop=True)
     if out is not None:
         out = Path(out)
@@ -535,6 +625,19 @@ def write_results(study: Study, out, command: str, summary: dict | None = None, 
     return out
 
 
+def parse_overrides(items) -> dict:
+    """``["key=value", …]`` → {key: value}, each value read as YAML (numbers, lists, strings)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"an evaluation override is KEY=VALUE (e.g. certify_method=crown), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run a study grid on Dask and aggregate it into results/<name>/.")
     parser.add_argument("study", help="a study file, e.g. studies/smoke.yaml")
@@ -545,8 +648,12 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=str(PROJECT_ROOT / "results"),
                         help="where results/<study name>/ goes (default: the project's results/)")
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the table of finished runs")
+    parser.add_argument("--evaluate", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an evaluate setting of the study file (VALUE read as YAML, e.g. "
+                             "certify_method=crown, certify_also=[crown-forward], n_certify=32); finished runs "
+                             "are re-evaluated from their search and training checkpoints")
     args = parser.parse_args(argv)
-    study = load_study(args.study)
+    study = with_evaluation(load_study(args.study), parse_overrides(args.evaluate))
     summary = None
     if not args.aggregate_only:
         slurm = study.slurm if args.slurm is not None else None

@@ -141,6 +141,9 @@ def test_results_notebook_runs_its_minimal_grid(tmp_path):
     out = run_and_check("09", {"study_dir": None}, tmp_path / "09_minimal.ipynb")
     text = json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"])
     assert "finished runs from" in text and "notebook09_minimal" in text
+    # section 5 compares the bounds the minimal grid certified with (crown-ibp headline, ibp beside it)
+    assert "headline radius (table, tests, conclusion): crown-ibp; bounds in the table: ibp, crown-ibp" in text
+    assert "ranked by crown-ibp" in text and "Spearman" in text
 
 
 @pytest.mark.notebook

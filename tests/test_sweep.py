@@ -79,10 +79,14 @@ def test_another_configuration_in_a_run_folder_stops_the_study_before_it_starts(
     ({"seeds": [0, 0], "methods": ["darts"]}, "distinct"),
     ({"seeds": [0], "methods": ["darts"], "search": {"epoch": 1}}, "unknown search settings"),
     ({"seeds": [0], "methods": ["darts"], "evaluate": {"n_certfy": 1}}, "unknown evaluation settings"),
+    ({"seeds": [0], "methods": ["darts"], "evaluate": {"certify_also": ["crown-fwd"]}}, "unknown certificate methods"),
+    ({"seeds": [0], "methods": ["darts"], "evaluate": {"certify_method": "crown", "certify_also": ["crown"]}},
+     "repeats a method"),
     ({"seeds": [0], "methods": ["darts"], "grid": {"x": [1]}}, "belong to kind: notebook"),
     ({"seeds": [0], "kind": "notebook", "notebook": "05", "grid": {"seed": [1]}}, "set by the study"),
     ({"seeds": [0], "kind": "batch"}, "unknown study kind"),
-], ids=["key", "method", "no-seeds", "repeated-seed", "search-field", "eval-field", "grid-in-pipeline",
+], ids=["key", "method", "no-seeds", "repeated-seed", "search-field", "eval-field", "cert-method", "cert-repeat",
+        "grid-in-pipeline",
         "seed-in-grid", "kind"])
 def test_bad_study_files_are_one_clear_error(spec, message):
     with pytest.raises(ValueError, match=message):
@@ -118,7 +122,9 @@ def test_aggregate_gives_one_row_per_finished_pipeline_run():
     folder = sweep.study_dir(study)
     out = runs_root() / "results_tiny"
     table = sweep.aggregate(folder, out)
-    assert list(table.columns) == list(sweep.TABLE_COLUMNS)
+    assert list(table.columns) == list(sweep.TABLE_COLUMNS) + ["cert_radius_linf_ibp", "cert_radius_l2_ibp",
+                                                               "cert_seconds_ibp"]
+    assert table["cert_radius_linf_ibp"].tolist() == table["cert_radius_linf"].tolist()
     assert list(table["arch"]) == ["DARTS_V2", "darts"] and set(table["seed"]) == {3}
     threat = threat_model("smoke")
     for _, row in table.iterrows():
@@ -144,7 +150,7 @@ def test_aggregate_gives_one_row_per_finished_pipeline_run():
     assert provenance["command"] == "python -m rnas_lib.sweep tiny.yaml" and provenance["runs_finished"] == 2
     assert len(provenance["commit"]) == 40 and provenance["machine"]["cpu_count"] >= 1 and provenance["date"]
     loaded, loaded_curves, loaded_provenance = sweep.load_results(results)
-    assert list(loaded.columns) == list(sweep.TABLE_COLUMNS) and list(loaded["arch"]) == ["DARTS_V2", "darts"]
+    assert list(loaded.columns) == list(table.columns) and list(loaded["arch"]) == ["DARTS_V2", "darts"]
     assert loaded["pgd_linf_acc"].tolist() == pytest.approx(table["pgd_linf_acc"].tolist())
     assert len(loaded_curves) == len(curves) and loaded_provenance == provenance
     with pytest.raises(FileNotFoundError, match="neither a study's table.csv"):
@@ -187,3 +193,76 @@ def test_a_changed_tier_preset_makes_a_finished_pipeline_run_a_conflict(monkeypa
     monkeypatch.setitem(tiers.TIERS, "smoke", tiers.replace(tiers.TIERS["smoke"], search_lr_alpha=3e-4))
     (changed,) = sweep.expand(study, root=tmp_path)
     assert changed.folder == run.folder and sweep.run_state(changed) == "conflict"
+
+
+def test_a_changed_evaluation_is_recomputed_from_the_checkpoints_never_stale(client, monkeypatch):
+    """A finished pipeline run re-evaluated with other settings (more images, a second bound, another ε
+    grid) loads its search and training checkpoints (no search or training step may run) and computes
+    a new evaluation, checked against certificates computed here from the trained checkpoint; going
+    back to the first settings restores the kept evaluation without computing anything."""
+    from rnas_lib import pipeline, search, train
+    from rnas_lib.data import load_dataset
+    from rnas_lib.verify import average_certified_bound
+
+    study = sweep.study_from_dict({"name": "reeval", "tier": "smoke", "methods": ["darts"], "seeds": [1], **TINY})
+    assert sweep.run_study(study, client=client, progress=False)["finished"] == ["darts_seed1"]
+    (run,) = sweep.expand(study)
+    folder = Path(run.folder)
+    first = json.loads((folder / "record.json").read_text())
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a search or training step ran during a re-evaluation")
+
+    for owner, name in ((search._Searcher, "alpha_step"), (search._Searcher, "weight_step"), (train, "training_loss")):
+        monkeypatch.setattr(owner, name, forbidden)
+    grid = list(threat_model("smoke").eps_linf[:1]) + [0.05, threat_model("smoke").linf]
+    changed = sweep.with_evaluation(study, {"n_certify": 5, "certify_also": ["crown-ibp"], "eps_linf": grid})
+    (stale,) = sweep.expand(changed)
+    assert sweep.run_state(stale) == "stale"
+    summary = sweep.run_study(changed, client=client, progress=False)
+    assert summary["finished"] == summary["reevaluated"] == ["darts_seed1"] and not summary["failed"], summary
+    second = json.loads((folder / "record.json").read_text())
+    assert second["run"] == stale.config and second["result"]["evaluation"]["n_certify"] == 5
+    assert second["result"]["genotype"] == first["result"]["genotype"]
+    assert second["result"]["test_acc"] == first["result"]["test_acc"]
+    assert sorted({a["eps"] for a in second["result"]["attacks"] if a["norm"] == "inf"}) == sorted(set(grid))
+
+    model = train.load_network(folder / "train" / "checkpoint.pt")
+    test = load_dataset("digits", False)
+    for method, certified in (("ibp", second["result"]["certified"]),
+                              ("crown-ibp", second["result"]["certified"]["also"]["crown-ibp"])):
+        for key, norm in (("linf", "inf"), ("l2", 2)):
+            here = average_certified_bound(model, test, norm, method, n=5, tol=1e-2, seed=1, progress=False)
+            assert certified[key]["method"] == method and certified[key]["radii"] == pytest.approx(here["radii"])
+    table = sweep.aggregate(sweep.study_dir(changed))
+    assert table["cert_n"].tolist() == [5]
+    assert table["cert_radius_l2_crown_ibp"].tolist() == pytest.approx([second["result"]["certified"]["also"]
+                                                                         ["crown-ibp"]["l2"]["mean_radius"]])
+    assert json.loads(sweep.evaluation_archive(run).read_text()) == first
+
+    monkeypatch.setattr(pipeline, "evaluate_network", forbidden)
+    back = sweep.run_study(study, client=client, progress=False)
+    assert back["restored"] == ["darts_seed1"] and not back["finished"] and not back["failed"], back
+    assert json.loads((folder / "record.json").read_text()) == first
+
+
+def test_re_evaluation_refuses_a_run_whose_training_did_not_finish(tmp_path):
+    from rnas_lib.pipeline import run_pipeline
+
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        run_pipeline("DARTS_V2", 0, "smoke", tmp_path / "run", TINY["search"], TINY["train"], TINY["evaluate"],
+                     trained_only=True)
+
+
+def test_evaluation_overrides_on_the_command_line_are_read_as_yaml_and_checked():
+    from rnas_lib.pipeline import EvalSettings
+
+    assert sweep.parse_overrides(["certify_method=crown", "n_certify=32", "certify_also=[crown-forward, crown-ibp]"]) \
+        == {"certify_method": "crown", "n_certify": 32, "certify_also": ["crown-forward", "crown-ibp"]}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        sweep.parse_overrides(["certify_method"])
+    study = sweep.study_from_dict({"name": "o", "tier": "smoke", "methods": ["darts"], "seeds": [0], **TINY})
+    with pytest.raises(ValueError, match="must hold 0"):
+        EvalSettings.from_dict({**TINY["evaluate"], "eps_l2": [0.25]}).threat("smoke")
+    with pytest.raises(ValueError, match="unknown evaluation settings"):
+        sweep.with_evaluation(study, {"n_certfy": 3})
