@@ -211,17 +211,17 @@ def relaxation_profile(model, x, eps: float | None = None, samples: int = 64, se
     """
     import torch
 
-    from .bounds import NONLINEAR, trace
+    from .bounds import trace
+    from .certify.primitives import MaxPool, ReLU
 
     with torch.no_grad():
         g = trace(model, x[:1])
     longest = [0] * len(g.ops)
     for i in range(1, len(g.ops)):
         below = max((longest[j] for j in g.inputs[i]), default=0)
-        longest[i] = below + int(isinstance(g.ops[i], NONLINEAR))
-    relu_type, pool_type = NONLINEAR
+        longest[i] = below + int(isinstance(g.ops[i], (ReLU, MaxPool)))
     count = lambda kind: sum(g.values[i][0].numel() for i, op in enumerate(g.ops) if isinstance(op, kind))  # noqa: E731
-    out = {"depth": max(longest), "relu_neurons": count(relu_type), "maxpool_neurons": count(pool_type)}
+    out = {"depth": max(longest), "relu_neurons": count(ReLU), "maxpool_neurons": count(MaxPool)}
     if eps is not None:
         out["sign_changing_relus"] = _sign_changing_relus(model, x, eps, samples, seed)
     return out
