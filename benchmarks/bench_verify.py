@@ -6,18 +6,20 @@
    mean radius at which PGD finds an adversarial example (``attack_radius``, an upper bound of the
    true radius); the certification gap (certified / PGD radius, per image, then averaged); and the
    ratios crown / crown-ibp.
-2. ``--tutorial``: DARTS_V2 at tutorial size (MNIST 28×28, C=16, 8 cells), trained for
-   ``--tutorial-epochs`` on 6000 MNIST training images under the data root, ℓ∞: the crown-ibp radii
-   of the first ``--n`` test images, the crown-forward and crown radii of the first
-   ``--tutorial-crown-n``, each with its wall time, the PGD radius and the certification gap, and
-   the process's peak resident memory.
+2. ``--tutorial``: two DARTS_V2 networks at MNIST size (28×28) — the tutorial demo network (C=8,
+   5 cells, ``rnas_lib.train.demo_network``: 3 epochs on 10,000 images) and the tier's evaluation
+   network (C=16, 8 cells, ``--tutorial-epochs`` on 6000 images) — ℓ∞: for each, the crown-ibp,
+   crown-forward and PGD radii of the first ``--tutorial-n`` test images and the full-CROWN radii of
+   the first ``--tutorial-crown-n``, each with its time per image, the certification gap and the
+   process's peak resident memory.
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Each batch is certified by ``--workers`` processes (default −1: every usable core; the times are
 wall times of the whole batch). Peak memory is that of the largest process (with workers, each
 worker holds one chunk's bounds, so the machine holds about that many times as much).
 Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] [--methods crown-ibp crown]
-                                         [--norms inf 2] [--tutorial] [--tutorial-crown-n 3] [--skip-smoke]
+                                         [--norms inf 2] [--tutorial] [--tutorial-n 10] [--tutorial-crown-n 10]
+                                         [--skip-smoke]
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import torch
 
 from rnas_lib.data import load_dataset
 from rnas_lib.parallel import check_workers
-from rnas_lib.train import trained_model
+from rnas_lib.train import demo_network, trained_model
 from rnas_lib.verify import attack_radius, average_certified_bound, certification_gap
 
 METHODS = ("ibp", "crown-ibp", "crown-forward", "crown", "alpha-crown")
@@ -68,21 +70,32 @@ def smoke(n, methods, norms, workers):
 
 def tutorial(n, n_crown, epochs, workers):
     t = time.perf_counter()
-    result = trained_model("DARTS_V2", "tutorial", epochs=epochs, train_limit=6000, progress=False)
-    model = result.model.eval()
-    print(f"tutorial: DARTS_V2 (C=16, 8 cells), {epochs} epoch(s) on 6000 MNIST images, test accuracy {result.test_acc:.4f} "
+    demo = demo_network("tutorial", progress=False)
+    print(f"tutorial demo network: DARTS_V2 (C=8, 5 cells), test accuracy {demo.test_acc:.4f} "
           f"(ready in {time.perf_counter() - t:.0f} s)")
+    certify_mnist(demo.model.eval(), n, n_crown, workers)
+    t = time.perf_counter()
+    result = trained_model("DARTS_V2", "tutorial", epochs=epochs, train_limit=6000, progress=False)
+    print(f"tutorial evaluation network: DARTS_V2 (C=16, 8 cells), {epochs} epoch(s) on 6000 MNIST images, test "
+          f"accuracy {result.test_acc:.4f} (ready in {time.perf_counter() - t:.0f} s)")
+    certify_mnist(result.model.eval(), n, n_crown, workers)
+
+
+def certify_mnist(model, n, n_crown, workers):
+    """ℓ∞ radii of the first MNIST test images: crown-ibp, crown-forward and PGD on n, crown on n_crown."""
     test = load_dataset("mnist", False, limit=n)
     pgd_r = attack_radius(model, test.x, test.y, "inf", generator=torch.Generator().manual_seed(0))
-    for method, count in (("crown-ibp", n), ("crown-forward", n_crown), ("crown", n_crown)):
+    correct = pgd_r > 0
+    print(f"  ℓ∞ PGD           mean radius {pgd_r[correct].mean():.4g} over {int(correct.sum())} of {n} images")
+    for method, count in (("crown-ibp", n), ("crown-forward", n), ("crown", n_crown)):
+        if count < 1:
+            continue
         rec = average_certified_bound(model, test, "inf", method, n=count, batch_size=10, progress=False,
                                       workers=workers)
         r = torch.tensor(rec["radii"], dtype=pgd_r.dtype)
-        correct = pgd_r[:count] > 0
-        gap = certification_gap(r, pgd_r[:count])[correct]
-        print(f"  ℓ∞ {method:13s} mean radius {rec['mean_radius']:.4g} on {rec['n']} images (PGD {pgd_r[:count][correct].mean():.4g}, "
-              f"gap {gap.mean():.4f})  {rec['seconds']:7.1f} s ({rec['seconds'] / count:.1f} s per image)  "
-              f"process peak memory {peak_gib():.2f} GiB")
+        gap = certification_gap(r, pgd_r[:count])[correct[:count]]
+        print(f"  ℓ∞ {method:13s} mean radius {rec['mean_radius']:.4g} on {rec['n']} images (gap {gap.mean():.4f})  "
+              f"{rec['seconds'] / count:7.1f} s per image  process peak memory {peak_gib():.2f} GiB", flush=True)
 
 
 def main():
@@ -93,8 +106,10 @@ def main():
     parser.add_argument("--norms", nargs="+", default=["inf", "2"], choices=["inf", "2"])
     parser.add_argument("--tutorial", action="store_true")
     parser.add_argument("--tutorial-epochs", type=int, default=1)
-    parser.add_argument("--tutorial-crown-n", type=int, default=3,
-                        help="images certified by crown-forward and crown at tutorial size (minutes each)")
+    parser.add_argument("--tutorial-n", type=int, default=10,
+                        help="MNIST test images certified by crown-ibp and crown-forward and attacked by PGD")
+    parser.add_argument("--tutorial-crown-n", type=int, default=10,
+                        help="of those, images certified by full CROWN (minutes each at 28×28)")
     parser.add_argument("--skip-smoke", action="store_true")
     parser.add_argument("--workers", type=int, default=-1, help="processes certifying each batch (-1: every usable core)")
     args = parser.parse_args()
@@ -105,7 +120,7 @@ def main():
     if not args.skip_smoke:
         smoke(args.n, args.methods, [n if n == "inf" else 2 for n in args.norms], workers)
     if args.tutorial:
-        tutorial(args.n, args.tutorial_crown_n, args.tutorial_epochs, workers)
+        tutorial(args.tutorial_n, args.tutorial_crown_n, args.tutorial_epochs, workers)
 
 
 if __name__ == "__main__":
