@@ -13,15 +13,15 @@ import torch
 from torch import nn
 
 from ..attacks import check_norm
-from ..batchnorm import check_certifiable, frozen_batch_statistics
+from ..batchnorm import check_certifiable
 from ..data import TensorData, batches
 from ..devices import model_device
 from ..display import progress as progress_bar
 from ..parallel import check_workers, in_processes
 from .ball import check_ball
-from .certificates import check_labels
 from .radius import RECHECK_MARGIN, whole_box_radius
-from .search import as_float64, certified_radius, float64_certificates, group_size, grouped_certificates
+from .search import (as_float64, certified_radius, float64_certificates, group_size, grouped_certificates,
+                     network_to_certify)
 from .settings import Settings
 from .trace import trace
 
@@ -37,12 +37,8 @@ def certified_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm
                         recheck=recheck)
     eps = check_ball(x, eps, settings.clip).view(-1)
     workers = check_workers(workers)
-    check_certifiable(model, batch_statistics)
-    if model.training:
-        model = frozen_batch_statistics(model, x)
+    model, logits, y = network_to_certify(model, x, y, batch_statistics)
     with torch.no_grad():
-        logits = trace(model, x).values[-1]
-        y = check_labels(y, len(x), logits.shape[1], x.device)
         ok = logits.argmax(1) == y
         i = ok.nonzero().squeeze(1)
         if len(i):

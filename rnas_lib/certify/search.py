@@ -54,6 +54,18 @@ def target_classes(logits: torch.Tensor, y: torch.Tensor, target: str,
     return (y + shift) % logits.shape[1]
 
 
+def network_to_certify(model: nn.Module, x: torch.Tensor, y, batch_statistics: bool) -> tuple:
+    """(model, logits, y): the network a certificate bounds (BatchNorm fixed to the batch x's statistics
+    when a train-mode model is allowed, ``batch_statistics``), its clean logits on x, and y checked
+    as one label per sample."""
+    check_certifiable(model, batch_statistics)
+    if model.training:
+        model = frozen_batch_statistics(model, x)
+    with torch.no_grad():
+        logits = trace(model, x).values[-1]
+    return model, logits, check_labels(y, len(x), logits.shape[1], x.device)
+
+
 def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="inf", method="crown",
                      target: str = "untargeted", eps_max: float | None = None, tol: float = 1e-6,
                      rtol: float = 0.01, clip=(0.0, 1.0), relu_slope: str = "adaptive",
@@ -87,12 +99,8 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     if settings.eps_max is None:
         settings = replace(settings, eps_max=whole_box_radius(settings.norm, x.shape[1:]))
     workers = check_workers(workers)
-    check_certifiable(model, batch_statistics)
-    if model.training:
-        model = frozen_batch_statistics(model, x)
+    model, logits, y = network_to_certify(model, x, y, batch_statistics)
     with torch.no_grad():
-        logits = trace(model, x).values[-1]
-        y = check_labels(y, len(x), logits.shape[1], x.device)
         targets = target_classes(logits, y, target, generator)
         correct = logits.argmax(1) == y
         i = correct.nonzero().squeeze(1)
