@@ -399,8 +399,8 @@ def test_crown_forward_bounds_as_many_images_at_once_as_fit_in_memory(monkeypatc
     monkeypatch.setattr(forward, "FORWARD_MEMORY", 2 * bounds.FORWARD_COPIES * per_image)  # 2 images in float32
     sizes = []
     certificate = search.margin_certificate
-    monkeypatch.setattr(search, "margin_certificate", lambda m, xs, y, eps, norm, method, *a: sizes.append(
-        (len(xs), xs.dtype, method)) or certificate(m, xs, y, eps, norm, method, *a))
+    monkeypatch.setattr(search, "margin_certificate", lambda m, xs, y, eps, norm, method, *a, **k: sizes.append(
+        (len(xs), xs.dtype, method)) or certificate(m, xs, y, eps, norm, method, *a, **k))
     grouped = certified_radius(net, x, y, "inf", "crown-forward", eps_max=0.5)
     forward = [(s, dt) for s, dt, method in sizes if method == "crown-forward"]
     assert {s for s, dt in forward if dt == torch.float32} == {1, 2} and {s for s, dt in forward if dt == torch.float64} == {1}

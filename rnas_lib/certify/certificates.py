@@ -38,15 +38,18 @@ from .backward import backward, lower
 from .ball import Ball, check_ball
 from .graph import BoundGraph
 from .intervals import ibp_intermediate
+from .memory import ProbeMemory
 from .refine import crown_intermediate
 from .settings import Settings
 from .state import BoundState
 from .trace import trace
 
 
-def bound_state(model, x, eps, settings: Settings, graph: BoundGraph | None = None) -> BoundState:
+def bound_state(model, x, eps, settings: Settings, graph: BoundGraph | None = None,
+                memory: ProbeMemory | None = None) -> tuple[BoundState, dict]:
     """The bounds of ``settings.method`` on the intermediate nodes of ``model`` over the ε-ball
-    around x (``graph``: an existing trace of the model on x)."""
+    around x (``graph``: an existing trace of the model on x), and the linear functions full CROWN
+    refined per node when a ``memory`` (of a larger ball of the same image) is read ({} otherwise)."""
     eps_t = check_ball(x, eps, settings.clip)
     if graph is None:
         graph = trace(model, x)
@@ -54,13 +57,14 @@ def bound_state(model, x, eps, settings: Settings, graph: BoundGraph | None = No
         raise ValueError("graph must be a trace of the model on x (use trace(model, x_batch).head(len(x)) "
                          f"when x is the head of a larger batch); it holds inputs of shape {tuple(graph.values[0].shape)}")
     state = BoundState(graph, Ball(graph.values[0], eps_t, settings.norm, settings.clip), settings.relu_slope)
+    refined = {}
     if settings.method == "crown-forward":
         crown_intermediate(state, refine=False, forward=True)
     elif settings.method in ("crown", "alpha-crown"):
-        crown_intermediate(state)
+        refined = crown_intermediate(state, memory=memory)
     else:
         ibp_intermediate(state)
-    return state
+    return state, refined
 
 
 def spec_certificate(state: BoundState, spec: torch.Tensor, method: str, alpha_steps: int):
@@ -85,7 +89,7 @@ def spec_bounds(model: nn.Module, x: torch.Tensor, spec: torch.Tensor, eps, norm
     ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head).
     ``alpha_steps``: optimisation steps of the ReLU slopes for ``method="alpha-crown"``."""
     settings = Settings(norm=norm, method=method, clip=clip, relu_slope=relu_slope, alpha_steps=alpha_steps)
-    state = bound_state(model, x, eps, settings, graph)
+    state, _ = bound_state(model, x, eps, settings, graph)
     K = state.g.shape(state.g.output)
     if spec.dim() != 3 or spec.shape[0] != x.shape[0] or tuple(spec.shape[2:]) != K:
         raise ValueError(f"spec must have shape ({x.shape[0]}, S, {K[0]}), got {tuple(spec.shape)}")
@@ -149,17 +153,26 @@ def margin_lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, 
 
 def margin_certificate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, norm="inf", method="crown",
                        targets: torch.Tensor | None = None, clip=(0.0, 1.0), relu_slope="adaptive",
-                       alpha_steps: int = 20, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                       alpha_steps: int = 20, threshold: float = 0.0,
+                       memory: ProbeMemory | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(m, r), each (B,): m the margin lower bound over the ε-ball (as ``margin_lower_bound``) and
     r ≤ ε a radius that the same bound certifies: ε where m > threshold, else the largest ε' whose
     concretisation of the linear bound (Λ, β) built at ε is still > threshold (0 for ``ibp``,
     whose bound is not linear in the input). Relaxations sound on the ε-ball are sound on every
-    smaller ball, so r is a certificate without another backward pass."""
+    smaller ball, so r is a certificate without another backward pass.
+    ``memory`` (full CROWN, one image): a ``ProbeMemory`` whose linear bounds from a larger ball of
+    x are reused where they hold; a probe that fails leaves its own refined functions in it, for
+    the smaller balls the search probes next."""
+    if memory is not None and len(x) != 1:
+        raise ValueError(f"a ProbeMemory holds the bounds of one image; got a batch of {len(x)} images (certify "
+                         "one image at a time with a memory of its own)")
     spec = margin_rows(model, x, y, targets)
     settings = Settings(norm=norm, method=method, clip=clip, relu_slope=relu_slope, alpha_steps=alpha_steps)
-    state = bound_state(model, x, eps, settings)
+    state, refined = bound_state(model, x, eps, settings, memory=memory)
     lb, coef, offset = spec_certificate(state, spec, method, settings.alpha_steps)
     m = lb.amin(1)
+    if memory is not None and not bool(m > threshold):
+        memory.remember(float(state.ball.eps), refined)
     eps_b = state.ball.eps.view(-1)
     if coef is None:
         r = torch.where(m > threshold, eps_b, torch.zeros_like(eps_b))
@@ -213,7 +226,7 @@ def block_widths(model: nn.Module, x: torch.Tensor, eps, norm="inf", method="cro
     are, else the node's interval from the refined layers), and its growth over the previous
     block's width. Records: block, mean_width, growth (None for the stem)."""
     with torch.no_grad():
-        state = bound_state(model, x, eps, Settings(norm=norm, method=method, clip=clip, relu_slope=relu_slope))
+        state, _ = bound_state(model, x, eps, Settings(norm=norm, method=method, clip=clip, relu_slope=relu_slope))
     g = state.g
     rows = []
     nodes = [(label, out) for label, _, out in g.blocks] + [("logits", g.output)]

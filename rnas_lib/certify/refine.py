@@ -13,29 +13,38 @@ import torch
 
 from .backward import backward
 from .forward import concretize_linear, forward_mode_images, input_linear, linear_step, tighter_linear
+from .memory import ProbeMemory
 from .state import BoundState
 
 #: bytes that one chunk of intermediate CROWN rows may use per live coefficient tensor
 ROW_BUDGET = 256 * 2**20
 
 
-def crown_intermediate(state: BoundState, refine: bool = True, forward: bool | None = None) -> None:
+def crown_intermediate(state: BoundState, refine: bool = True, forward: bool | None = None,
+                       memory: ProbeMemory | None = None) -> dict[int, tuple]:
     """``state.pre``: bounds on the input z of every ReLU / max pool, in topological order, as the tightest of
     1. the interval from the layers bounded so far (``state.interval``);
     2. forward-mode linear bounds (``forward``), used when ``forward`` is True or (None) when the
        batch fits in FORWARD_MEMORY (``forward_mode_images``);
-    3. (``refine``) backward CROWN passes for the neurons whose relaxation is still undecided
-       (``undecided``). The linear functions of a backward pass replace the forward ones where
-       they bound tighter, so later layers inherit them.
+    3. the linear bounds a ``memory`` kept from a larger ball of the same image, where it holds;
+    4. (``refine``) backward CROWN passes for the neurons whose relaxation is still undecided
+       (``undecided``), except on nodes affine in the input, where forward mode is already exact
+       (the backward pass would find the same linear function). The linear functions of a
+       backward pass (or of the memory) replace the forward ones where they bound tighter, so
+       later layers inherit them.
+    Returns the linear functions of the backward passes per node (with a ``memory``, else {}).
     """
     g = state.g
+    refined = {}
     if not state.consumers:
-        return
+        return refined
+    reading = memory is not None and memory.usable(state.ball)
     last = max(state.consumers)
     last_use = {k: i for i in range(1, last + 1) for k in g.inputs[i]}
     if forward is None:
         forward = len(state.ball.x) <= forward_mode_images(g)
     lin = {0: input_linear(state.ball)} if forward else {}
+    affine = affine_in_input(g) if forward else set()
     for j in range(1, last + 1):
         if forward:
             lin[j] = linear_step(state, j, lin)
@@ -47,16 +56,43 @@ def crown_intermediate(state: BoundState, refine: bool = True, forward: bool | N
             if forward:
                 lf, uf = concretize_linear(state.ball, lin[j])
                 l, u = torch.maximum(l, lf), torch.minimum(u, uf)
-            need_low, need_up = undecided(state, j, l, u)
-            if refine and bool((need_low | need_up).any()):
-                cl, cu, back = crown_bounds(state, j, need_low, need_up, linear=forward)
-                tighter_low, tighter_up = cl > l, cu < u
+            kept = memory.bounds(j, state.ball, g.shape(j)) if reading else None
+            if kept is not None:
+                l, u, lin_j = tighter(l, u, kept, memory.rows[j], lin.get(j))
                 if forward:
-                    lin[j] = tighter_linear(lin[j], back, tighter_low, tighter_up)
-                l, u = torch.where(tighter_low, cl, l), torch.where(tighter_up, cu, u)
+                    lin[j] = lin_j
+            need_low, need_up = undecided(state, j, l, u)
+            if refine and j not in affine and bool((need_low | need_up).any()):
+                cl, cu, back = crown_bounds(state, j, need_low, need_up, linear=forward or memory is not None)
+                if memory is not None:
+                    refined[j] = back
+                l, u, lin_j = tighter(l, u, (cl, cu), back, lin.get(j))
+                if forward:
+                    lin[j] = lin_j
             state.pre[j] = (l, u)
         if forward and last_use.get(j) is None:
             del lin[j]
+    return refined
+
+
+def affine_in_input(g) -> set[int]:
+    """The nodes of graph g that no ReLU / max pool precedes: affine functions of the input."""
+    affine = {0}
+    for i in range(1, len(g.ops)):
+        if not g.ops[i].nonlinear and all(k in affine for k in g.inputs[i]):
+            affine.add(i)
+    return affine
+
+
+def tighter(l, u, other, back, lin):
+    """(l, u, lin): the bounds [l, u] tightened by ``other`` = (l', u') where those are tighter, and
+    the forward-mode linear bounds ``lin`` (None: not carried) with the functions ``back`` of those
+    neurons in place of theirs."""
+    ol, ou = other
+    tighter_low, tighter_up = ol > l, ou < u
+    if lin is not None:
+        lin = tighter_linear(lin, back, tighter_low, tighter_up)
+    return torch.where(tighter_low, ol, l), torch.where(tighter_up, ou, u), lin
 
 
 def undecided(state: BoundState, z: int, l, u) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from ..parallel import check_workers, in_processes
 from .ball import check_ball
 from .certificates import check_labels, margin_certificate, margin_spec
 from .forward import forward_mode_images
+from .memory import ProbeMemory
 from .radius import RECHECK_MARGIN, Bracket, whole_box_radius
 from .settings import Settings
 from .trace import trace
@@ -160,6 +161,9 @@ def search(model, x, y, targets, settings: Settings, lo, growth, group, clean, g
     brackets = [Bracket(float(lo[b]), float(settings.eps_max), growth, settings.rtol, settings.tol, float(clean[b]),
                         None if first is None else float(first[b])) for b in range(len(lo))]
     model64 = None
+    # full CROWN, one image at a time: each image's failed probes leave their refined bounds for its smaller ones
+    memories = ([ProbeMemory() for _ in brackets] if settings.method in ("crown", "alpha-crown") and group == 1
+                else None)
     for _ in range(100):
         i = [b for b in range(len(lo)) if not brackets[b].done()]
         if not i:
@@ -176,7 +180,8 @@ def search(model, x, y, targets, settings: Settings, lo, growth, group, clean, g
                 model64 = as_float64(model) if model64 is None else model64
                 m, r = float64_certificates(model64, x, y, targets, idx, eps, settings, group64)
             else:
-                m, r = grouped_certificates(model, x, y, targets, idx, eps, settings, group)
+                m, r = grouped_certificates(model, x, y, targets, idx, eps, settings, group,
+                                            memories=None if memories is None else [memories[b] for b in idx.tolist()])
             for b, p, mb, rb in zip(idx.tolist(), eps.tolist(), m.tolist(), r.tolist()):
                 brackets[b].record(p, mb, rb, float64=in64)
     found = torch.tensor([br.lo for br in brackets], dtype=torch.float64, device=lo.device)
@@ -193,11 +198,14 @@ def round_down(r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 
-def grouped_certificates(model, x, y, targets, i, eps, settings: Settings, size, threshold: float = 0.0):
-    """``margin_certificate`` (m, r) for the samples i at radii ``eps``, ``size`` at a time."""
+def grouped_certificates(model, x, y, targets, i, eps, settings: Settings, size, threshold: float = 0.0,
+                         memories: list | None = None):
+    """``margin_certificate`` (m, r) for the samples i at radii ``eps``, ``size`` at a time
+    (``memories``: one ``ProbeMemory`` per sample, with ``size`` 1)."""
     parts = [margin_certificate(model, x[j], y[j], eps[k], settings.norm, settings.method,
                                 None if targets is None else targets[j], settings.clip, settings.relu_slope,
-                                settings.alpha_steps, threshold)
+                                settings.alpha_steps, threshold,
+                                memory=None if memories is None else memories[int(k[0])])
              for j, k in zip(i.split(size), torch.arange(len(i), device=i.device).split(size))]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
