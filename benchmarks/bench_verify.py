@@ -12,6 +12,11 @@
    crown-forward and PGD radii of the first ``--tutorial-n`` test images and the full-CROWN radii of
    the first ``--tutorial-crown-n``, each with its time per image, the certification gap and the
    process's peak resident memory.
+3. ``--probe-memory N``: full CROWN with and without the failed probes' bounds kept for the smaller
+   ones (``rnas_lib.certify.search.KEEP_FAILED_PROBES``), on the first N digits for the smoke
+   DARTS_V2 and PC_DARTS networks (ℓ∞ and ℓ2) and on the first ``--probe-memory-mnist`` MNIST test
+   images for the tutorial demo network (ℓ∞): the time of each, their ratio and the largest relative
+   difference of the radii.
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Each batch is certified by ``--workers`` processes (default −1: every usable core; the times are
@@ -19,7 +24,7 @@ wall times of the whole batch). Peak memory is that of the largest process (with
 worker holds one chunk's bounds, so the machine holds about that many times as much).
 Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] [--methods crown-ibp crown]
                                          [--norms inf 2] [--tutorial] [--tutorial-n 10] [--tutorial-crown-n 10]
-                                         [--skip-smoke]
+                                         [--skip-smoke] [--probe-memory 20] [--probe-memory-mnist 1]
 """
 from __future__ import annotations
 
@@ -29,10 +34,11 @@ import time
 
 import torch
 
+from rnas_lib.certify import search
 from rnas_lib.data import load_dataset
 from rnas_lib.parallel import check_workers
 from rnas_lib.train import demo_network, trained_model
-from rnas_lib.verify import attack_radius, average_certified_bound, certification_gap
+from rnas_lib.verify import attack_radius, average_certified_bound, certification_gap, certified_radius
 
 METHODS = ("ibp", "crown-ibp", "crown-forward", "crown", "alpha-crown")
 
@@ -98,6 +104,33 @@ def certify_mnist(model, n, n_crown, workers):
               f"{rec['seconds'] / count:7.1f} s per image  process peak memory {peak_gib():.2f} GiB", flush=True)
 
 
+def probe_memory(n, n_mnist, workers):
+    """Full CROWN with each image's failed probes kept for its smaller ones, against every probe from scratch."""
+    cases = []
+    if n > 0:
+        digits = load_dataset("digits", False).subset(slice(0, n))
+        for arch in ("DARTS_V2", "PC_DARTS"):
+            model = trained_model(arch, "smoke", progress=False).model.eval()
+            cases += [(f"smoke {arch}, {n} digits, {name}", model, digits, norm) for norm, name in ((float("inf"), "ℓ∞"), (2, "ℓ2"))]
+    if n_mnist > 0:
+        model = demo_network("tutorial", progress=False).model.eval()
+        cases.append((f"tutorial demo network, {n_mnist} MNIST image(s), ℓ∞", model,
+                      load_dataset("mnist", False, limit=n_mnist), float("inf")))
+    for label, model, data, norm in cases:
+        norm = "inf" if norm == float("inf") else 2
+        seconds, radii = {}, {}
+        for keep in (False, True):
+            search.KEEP_FAILED_PROBES = keep
+            t = time.perf_counter()
+            radii[keep] = certified_radius(model, data.x, data.y, norm, "crown", workers=workers)
+            seconds[keep] = time.perf_counter() - t
+        search.KEEP_FAILED_PROBES = True
+        rel = ((radii[True] - radii[False]).abs() / radii[False].clamp(min=1e-12))[radii[False] > 0]
+        print(f"  {label}: every probe from scratch {seconds[False]:.1f} s, failed probes kept {seconds[True]:.1f} s "
+              f"({seconds[False] / seconds[True]:.2f}x); radii differ by at most {float(rel.max()):.2%} "
+              f"(mean radius {float(radii[False].mean()):.4g} vs {float(radii[True].mean()):.4g})", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
@@ -111,6 +144,10 @@ def main():
     parser.add_argument("--tutorial-crown-n", type=int, default=10,
                         help="of those, images certified by full CROWN (minutes each at 28×28)")
     parser.add_argument("--skip-smoke", action="store_true")
+    parser.add_argument("--probe-memory", type=int, default=0,
+                        help="digits certified by full CROWN with and without the failed probes' bounds kept")
+    parser.add_argument("--probe-memory-mnist", type=int, default=0,
+                        help="MNIST images of the tutorial demo network in that comparison (minutes each)")
     parser.add_argument("--workers", type=int, default=-1, help="processes certifying each batch (-1: every usable core)")
     args = parser.parse_args()
     if args.threads:
@@ -121,6 +158,9 @@ def main():
         smoke(args.n, args.methods, [n if n == "inf" else 2 for n in args.norms], workers)
     if args.tutorial:
         tutorial(args.tutorial_n, args.tutorial_crown_n, args.tutorial_epochs, workers)
+    if args.probe_memory or args.probe_memory_mnist:
+        print("full CROWN: failed probes' bounds kept for the smaller probes, against every probe from scratch")
+        probe_memory(args.probe_memory, args.probe_memory_mnist, workers)
 
 
 if __name__ == "__main__":

@@ -102,13 +102,6 @@ def test_a_memory_refuses_a_batch():
         margin_certificate(net, x, net(x).argmax(1), 0.01, "inf", "crown", memory=ProbeMemory())
 
 
-class Forgetful(ProbeMemory):
-    """A memory that is never read: the search as it was without one."""
-
-    def usable(self, ball):
-        return False
-
-
 @pytest.mark.parametrize("norm", ["inf", 2])
 def test_the_search_with_memories_certifies_the_same_radii_with_fewer_rows(monkeypatch, norm):
     """certified_radius (crown) with each image's failed probes kept: the radii agree with the search
@@ -125,7 +118,7 @@ def test_the_search_with_memories_certifies_the_same_radii_with_fewer_rows(monke
     kept = certified_radius(net32, x, y, norm, "crown")
     kept_rows = sum(rows)
     rows.clear()
-    monkeypatch.setattr(search, "ProbeMemory", Forgetful)
+    monkeypatch.setattr(search, "KEEP_FAILED_PROBES", False)
     forgot = certified_radius(net32, x, y, norm, "crown")
     assert (kept > 0).all()
     torch.testing.assert_close(kept, forgot, rtol=0.02, atol=1e-6)

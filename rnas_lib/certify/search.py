@@ -34,6 +34,9 @@ TARGETS = ("untargeted", "runner-up", "random", "least-likely")
 #: of undecided neurons in the group, which varies several-fold between images, so one at a time
 #: wastes least (benchmarks/bench_verify.py)
 CROWN_GROUP = 1
+#: full CROWN keeps each image's refined bounds from its failed probes for its smaller ones (``memory``);
+#: False bounds every probe from scratch (the baseline of benchmarks/bench_verify.py --probe-memory)
+KEEP_FAILED_PROBES = True
 #: the cheaper bounds whose radii start the search of an expensive one (each radius is a certificate)
 CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forward"),
            "alpha-crown": ("crown-ibp", "crown-forward")}
@@ -162,8 +165,8 @@ def search(model, x, y, targets, settings: Settings, lo, growth, group, clean, g
                         None if first is None else float(first[b])) for b in range(len(lo))]
     model64 = None
     # full CROWN, one image at a time: each image's failed probes leave their refined bounds for its smaller ones
-    memories = ([ProbeMemory() for _ in brackets] if settings.method in ("crown", "alpha-crown") and group == 1
-                else None)
+    memories = ([ProbeMemory() for _ in brackets]
+                if KEEP_FAILED_PROBES and settings.method in ("crown", "alpha-crown") and group == 1 else None)
     for _ in range(100):
         i = [b for b in range(len(lo)) if not brackets[b].done()]
         if not i:
