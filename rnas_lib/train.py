@@ -313,12 +313,13 @@ def demo_network(tier: str = "smoke", seed: int = 0, data_root=None, epochs: int
 
 
 def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None, progress: bool = True,
-                  device=None, **overrides) -> TrainResult:
+                  device=None, search_overrides: dict | None = None, **overrides) -> TrainResult:
     """The trained network of ``arch`` at a tier, as the evaluation notebooks need it.
 
     arch: a published genotype ("DARTS_V2", …), a genotype .json path, or a search method ("darts",
-    "dsrna_cb", …), whose genotype is that of the finished search at the tier's budget
-    (``search_run_dir``; searched, or an interrupted search resumed, first when not finished).
+    "dsrna_cb", …), whose genotype is that of the finished search at the tier's budget, changed by
+    ``search_overrides`` (e.g. {"epochs": 6}; ``search_run_dir``; searched, or an interrupted
+    search resumed, first when not finished).
     Trained by ``run_training`` under the name
     ``arch`` (a finished run with the same configuration is reused, not retrained).
     """
@@ -327,10 +328,10 @@ def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None,
     if arch in PUBLISHED or str(arch).endswith(".json"):
         genotype, name = arch, (arch if arch in PUBLISHED else Path(arch).stem)
     elif arch in methods():
-        tier_fields = {k: v for k, v in overrides.items() if k in TIER_FIELDS}
-        folder = search_run_dir(tier, arch, seed, **tier_fields)
+        searched = {**{k: v for k, v in overrides.items() if k in TIER_FIELDS}, **(search_overrides or {})}
+        folder = search_run_dir(tier, arch, seed, **searched)
         genotype = finished_genotype(folder) if is_complete(folder) else run_search(
-            tier, arch, seed, data_root=data_root, progress=progress, device=device, **tier_fields).genotype
+            tier, arch, seed, data_root=data_root, progress=progress, device=device, **searched).genotype
         name = arch
     else:
         raise ValueError(f"unknown architecture {arch!r}; give a published genotype ({', '.join(PUBLISHED)}), "
@@ -346,16 +347,17 @@ def retrain_record_path(tier: str, name: str, seed: int) -> Path:
 
 
 def save_retrain_record(result: TrainResult, arch: str, tier: str, seed: int, name: str | None = None,
-                        overrides: dict | None = None) -> Path:
+                        overrides: dict | None = None, search_overrides: dict | None = None) -> Path:
     """Record that ``result`` is the training of ``arch`` (what ``trained_model`` accepts: a search
     method, a published genotype or a genotype .json path) at ``tier`` and ``seed`` with the
-    ``overrides`` (TrainConfig and tier fields) it was trained with, so that ``retrained_model``
-    finds the same run."""
+    ``overrides`` (TrainConfig and tier fields) it was trained with and, for a search method, the
+    ``search_overrides`` its cell was searched with, so that ``retrained_model`` finds the same run."""
     if result.out_dir is None or not is_complete(result.out_dir):
         raise ValueError("only a finished training run in a run folder can be recorded; train it with run_training")
     name = name or str(arch)
     return save_json({"arch": str(arch), "name": name, "seed": seed, "overrides": dict(overrides or {}),
-                      "run": result.out_dir.name, "test_acc": result.test_acc}, retrain_record_path(tier, name, seed))
+                      "search_overrides": dict(search_overrides or {}), "run": result.out_dir.name,
+                      "test_acc": result.test_acc}, retrain_record_path(tier, name, seed))
 
 
 def retrained_names(tier: str, seed: int) -> list[str]:
@@ -373,7 +375,8 @@ def retrained_model(name: str, tier: str = "smoke", seed: int = 0, data_root=Non
     if not path.exists():
         return trained_model(name, tier, seed, data_root, progress, device), None
     record = load_json(path)
-    result = trained_model(record["arch"], tier, seed, data_root, progress, device, **record["overrides"])
+    result = trained_model(record["arch"], tier, seed, data_root, progress, device,
+                           search_overrides=record.get("search_overrides"), **record["overrides"])
     if result.out_dir.name != record["run"]:
         raise ValueError(f"{path} names the run {record['run']}, but its settings now give {result.out_dir.name}: "
                          "re-run notebook 06 (or delete the record to use the tier's defaults)")

@@ -84,6 +84,33 @@ def test_notebook_07_loads_the_run_notebook_06_recorded_not_the_defaults():
     path.unlink()
 
 
+def test_a_cell_searched_at_another_budget_is_found_through_its_record(monkeypatch):
+    """06 retrains the cell of a shorter search (its search_epochs) and records that budget;
+    retrained_model then loads the same search and training run (neither is repeated), where the
+    tier's budget would name another search."""
+    from rnas_lib import search as search_module
+    from rnas_lib import train as train_module
+    from rnas_lib.search import run_search, search_run_dir
+    from rnas_lib.train import retrained_model, run_training, save_retrain_record
+
+    budget = dict(search_limit=128, search_C=4, epochs=1, batch_size=32)
+    training = dict(epochs=1, train_C=4, train_layers=3, train_limit=128, test_limit=64)
+    found = run_search("smoke", "darts", 0, progress=False, **budget)
+    first = run_training(found.genotype, "smoke", 0, name="darts", progress=False, **training)
+    save_retrain_record(first, "darts", "smoke", 0, overrides=training, search_overrides=budget)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a recorded run was searched or trained again")
+
+    monkeypatch.setattr(train_module, "run_search", refuse)
+    monkeypatch.setattr(search_module, "search", refuse)
+    saved = (first.out_dir / "checkpoint.pt").stat().st_mtime_ns
+    again, record = retrained_model("darts", "smoke", 0, progress=False)
+    assert record["search_overrides"] == budget and again.out_dir == first.out_dir and len(again.history) == 1
+    assert (first.out_dir / "checkpoint.pt").stat().st_mtime_ns == saved  # loaded, not trained again
+    assert search_run_dir("smoke", "darts", 0, **budget) == found.out_dir != search_run_dir("smoke", "darts", 0)
+
+
 def test_an_unfinished_run_cannot_be_recorded(tmp_path):
     from rnas_lib.train import TrainResult, save_retrain_record
 

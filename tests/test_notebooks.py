@@ -9,6 +9,18 @@ from rnas_lib.runs import notebooks, run_notebook, runs_root
 from rnas_lib.search import search_run_dir
 
 NOTEBOOKS = notebooks()
+# What the test changes of a notebook's defaults, to fit the suite's budget (`make workbook` runs the
+# defaults): notebook 05 searches for 6 of the smoke tier's 20 epochs and 06 retrains those cells
+# (the chain 05 → 06 → 07 → 08 runs in one worker, each reusing the runs before it); 07 and 08
+# attack and certify fewer images.
+TEST_PARAMETERS = {
+    "05": {"epochs": 6, "n_certify": 8},
+    "06": {"search_epochs": 6},
+    "07": {"n_eval": 50, "check_images": 32, "cw_images": 6, "autoattack_images": 20},
+    "08": {"n_cert": 12, "n_targets": 3},
+}
+# notebooks that share runs (the pipeline: searched, retrained, then evaluated; 03 and 04: the demo network)
+GROUPS = {"05": "pipeline", "06": "pipeline", "07": "pipeline", "08": "pipeline", "03": "demo", "04": "demo"}
 
 
 def test_the_workbook_has_its_notebooks():
@@ -29,23 +41,29 @@ def test_committed_clean(path):
 
 
 @pytest.mark.notebook
-@pytest.mark.xdist_group("notebooks")
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.xdist_group(GROUPS[p.stem[:2]])]
+                                               if p.stem[:2] in GROUPS else []) for p in NOTEBOOKS],
+                         ids=lambda p: p.stem)
 def test_runs_under_papermill(path, tmp_path):
-    run_and_check(path, {}, tmp_path / path.name)
+    run_and_check(path, TEST_PARAMETERS.get(path.stem[:2], {}), tmp_path / path.name)
+
+
+def test_the_pipeline_notebooks_reuse_each_others_runs():
+    """06 retrains the cells 05 searched at the same budget, so the chain searches once."""
+    assert TEST_PARAMETERS["06"]["search_epochs"] == TEST_PARAMETERS["05"]["epochs"]
+    assert {n for n, g in GROUPS.items() if g == "pipeline"} == {"05", "06", "07", "08"}
 
 
 @pytest.mark.notebook
 @pytest.mark.xdist_group("robust_search")
-@pytest.mark.parametrize("method", ["dsrna_jb", "dsrna_combined"])
-def test_robust_search_notebook(method, tmp_path):
-    """Notebook 05 searches with the other robust methods (its default, dsrna_cb, runs in
-    test_runs_under_papermill) at the smoke tier, for six of the tier's twenty epochs, and reports
+def test_robust_search_notebook_jb(tmp_path):
+    """Notebook 05 searches with the Jacobian-bound method (its default, dsrna_cb, runs in
+    test_runs_under_papermill) at the smoke tier, for three of the tier's twenty epochs, and reports
     its cell's clean accuracy and average certified radii (ℓ∞, ℓ2) next to the darts cell's; its
     certificates run in two worker processes forked from the notebook's kernel."""
-    run_and_check("05", {"method": method, "epochs": 6, "workers": 2}, tmp_path / f"05_{method}.ipynb")
-    table = json.loads((search_run_dir("smoke", method, 0, epochs=6) / "comparison.json").read_text())["table"]
-    for label in (method, "darts"):
+    run_and_check("05", {"method": "dsrna_jb", "epochs": 3, "n_certify": 8, "workers": 2}, tmp_path / "05_jb.ipynb")
+    table = json.loads((search_run_dir("smoke", "dsrna_jb", 0, epochs=3) / "comparison.json").read_text())["table"]
+    for label in ("dsrna_jb", "darts"):
         row = table[label]
         assert row["clean accuracy"] > 0.5, (label, row)
         # some images certified (a radius above the bisection's resolution), none beyond the whole box
@@ -56,19 +74,22 @@ def test_robust_search_notebook(method, tmp_path):
 @pytest.mark.notebook
 @pytest.mark.xdist_group("robust_search")
 @pytest.mark.parametrize("parameters, label", [({"method": "pcdarts"}, "pcdarts"),
-                                               ({"method": "dsrna_cb", "partial_channels": 4}, "dsrna_cb_pc4")],
-                         ids=["pcdarts", "dsrna_cb_pc4"])
-def test_partial_channel_search_notebook(parameters, label, tmp_path):
-    """Notebook 05 searches with partial channels (PC-DARTS, K = 4), alone and with the CB term, at
-    the smoke tier, for two epochs (the search only: the comparison of trained cells is the robust
-    methods' test)."""
+                                               ({"method": "dsrna_cb", "partial_channels": 4}, "dsrna_cb_pc4"),
+                                               ({"method": "dsrna_combined"}, "dsrna_combined")],
+                         ids=["pcdarts", "dsrna_cb_pc4", "dsrna_combined"])
+def test_search_only_notebook(parameters, label, tmp_path):
+    """Notebook 05 searches with partial channels (PC-DARTS, K = 4), alone and with the CB term, and
+    with the combined CB + JB term, at the smoke tier, for two epochs (the search only: the
+    comparison of trained cells is test_robust_search_notebook_jb's)."""
     run_and_check("05", {**parameters, "epochs": 2, "compare": False}, tmp_path / f"05_{label}.ipynb")
     (run,) = (runs_root() / "smoke" / "search").glob(f"{label}_seed0-*")  # the run folder, keyed by its configuration
     saved = json.loads((run / "history.json").read_text())
-    assert saved["config"]["partial_channels"] == 4 and saved["config"]["method"] == parameters["method"]
+    assert saved["config"]["method"] == parameters["method"] and len(saved["history"]) == 2
     last = saved["history"][-1]
-    assert len(last["beta_normal"]) == 14 and last["genotype"]["normal"]
-    if parameters["method"] == "dsrna_cb":
+    assert last["genotype"]["normal"]
+    if saved["config"]["partial_channels"] == 4:
+        assert len(last["beta_normal"]) == 14
+    if parameters["method"].startswith("dsrna"):
         assert all(h["robustness"] is not None for h in saved["history"])
 
 
@@ -157,3 +178,13 @@ def test_tutorial_tier_notebooks_on_real_mnist(number, data_root, tmp_path):
     executed = nbformat.read(out, as_version=4)
     assert not [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert "mnist" in json.dumps([c.outputs for c in executed.cells if c.cell_type == "code"])
+
+
+@pytest.mark.xdist_group("demo")
+def test_xdist_groups_hold(request):
+    """Under `--dist loadgroup` a grouped test's node id carries its group, which is what keeps a
+    group's notebooks on one worker (pytest 9 with pytest-xdist 3.8 silently dropped it)."""
+    if request.config.getvalue("loadgroup"):
+        assert request.node.nodeid.endswith("@demo"), request.node.nodeid
+    else:
+        assert "@" not in request.node.nodeid

@@ -6,8 +6,10 @@ hence over every smaller ball B(ε) ⊂ B(ε_f). After a probe at ε_f fails, th
 below ε_f, so those functions, concretised on B(ε) (tighter than on B(ε_f)), bound the same
 neurons there without a backward pass: a neuron they already decide (a stable ReLU, a dominated
 max-pool candidate) is relaxed exactly and not refined again. The others are refined at ε as usual,
-and the tighter of the two bounds is used. So no bound is looser than a fresh full-CROWN one
-(the relaxations only get tighter bounds), and only the neurons that stay undecided cost a pass.
+and the tighter of the two bounds is used. So every relaxation a fresh probe would close is
+closed too (a closed one is exact, whatever its bounds), the open ones are refined at ε as before,
+and only the neurons that stay undecided cost a pass
+(tests/test_probe_memory.py checks both, and that the radii agree).
 """
 from __future__ import annotations
 
@@ -49,9 +51,11 @@ class ProbeMemory:
 
     def remember(self, eps: float, refined: dict[int, tuple]) -> None:
         """After a failed probe at ``eps`` with the newly refined functions ``refined`` (node → rows,
-        Λ, β): below ``eps`` they and the kept ones of the neurons not refined again all hold."""
+        Λ, β): below ``eps`` they and the kept ones of the neurons not refined again all hold. They
+        are kept detached: a bound read from a memory carries no gradient through them."""
         if eps > self.eps:
             return  # a larger ball's bounds are looser on every probe still to come
+        refined = {z: tuple(t.detach() for t in parts) for z, parts in refined.items()}
         merged = {}
         for z in self.rows.keys() | refined.keys():
             parts = [p for p in (self.rows.get(z), refined.get(z)) if p is not None]
