@@ -20,6 +20,13 @@ or, for papermill runs of a notebook (``kind: notebook``)::
     grid: {gamma: [0.01, 0.1]}  # more parameters, crossed with methods and seeds
     parameters: {epochs: 2}     # fixed parameters of every run
 
+or, to test whether the search metrics rank architectures (``kind: metric_validation``, one run per
+architecture and seed: ``rnas_lib.metric_validation.measure_architecture``)::
+
+    architectures: {n_random: 100, searched_from: results/smoke}   # metric_validation.SampleSpec
+    train: {epochs: 15}         # run_training overrides: the fixed training budget
+    evaluate: {n_certify: 16}   # metric_validation.ValidationSettings
+
 Every run is one Dask task (``execute``) in its own folder. A run is *finished* when the folder
 holds its completion record ``record.json`` whose ``run`` entry equals the run's configuration:
 ``run_study`` skips it on a rerun (resume by run folder). A run that raises leaves ``error.json``
@@ -71,11 +78,13 @@ from . import PROJECT_ROOT
 from .display import progress as progress_bar
 from .runs import config_key, load_json, runs_root, save_json
 
-KINDS = ("pipeline", "notebook")
-STUDY_KEYS = {"name", "tier", "kind", "methods", "seeds", "notebook", "grid", "parameters", "search", "train",
-              "evaluate", "tier_fields", "data_root", "slurm", "description"}
-PIPELINE_ONLY = ("search", "train", "evaluate")
-NOTEBOOK_ONLY = ("notebook", "grid", "parameters")
+#: each kind of study and the keys that belong to it alone
+KIND_KEYS = {"pipeline": ("methods", "search", "train", "evaluate"),
+             "notebook": ("notebook", "methods", "grid", "parameters"),
+             "metric_validation": ("architectures", "train", "evaluate")}
+KINDS = tuple(KIND_KEYS)
+STUDY_KEYS = {"name", "tier", "kind", "seeds", "tier_fields", "data_root", "slurm", "description",
+              *(key for keys in KIND_KEYS.values() for key in keys)}
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ class Study:
     search: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     evaluate: dict = field(default_factory=dict)
+    architectures: dict = field(default_factory=dict)
     tier_fields: dict = field(default_factory=dict)
     data_root: str | None = None
     slurm: dict = field(default_factory=dict)
@@ -149,14 +159,21 @@ def study_from_dict(spec: dict, source: str | None = None) -> Study:
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds)):
         raise ValueError(f"seeds{where} must be a non-empty list of distinct integers, got {seeds!r}")
     methods = list(spec.get("methods") or [])
-    for key in ("grid", "parameters", "search", "train", "evaluate", "tier_fields", "slurm"):
+    for key in ("grid", "parameters", "search", "train", "evaluate", "architectures", "tier_fields", "slurm"):
         if not isinstance(spec.get(key, {}), dict):
             raise ValueError(f"{key!r}{where} must be a mapping, got {spec[key]!r}")
-    if kind == "pipeline":
-        misplaced = [k for k in NOTEBOOK_ONLY if k in spec]
-        if misplaced:
-            raise ValueError(f"keys {misplaced}{where} belong to kind: notebook; a pipeline study uses "
-                             f"{', '.join(PIPELINE_ONLY)}")
+    misplaced = [k for k in spec if k in STUDY_KEYS and k not in KIND_KEYS[kind]
+                 and any(k in keys for keys in KIND_KEYS.values())]
+    if misplaced:
+        raise ValueError(f"keys {misplaced}{where} do not belong to kind: {kind}, which uses "
+                         f"{', '.join(KIND_KEYS[kind])}")
+    if kind == "metric_validation":
+        from .metric_validation import SampleSpec, ValidationSettings
+
+        SampleSpec.from_dict(spec.get("architectures"))
+        check_stage("train", spec.get("train", {}))
+        ValidationSettings.from_dict(spec.get("evaluate"))
+    elif kind == "pipeline":
         if not methods:
             raise ValueError(f"a pipeline study{where} needs methods: any of {', '.join(architectures())}")
         bad = [m for m in methods if m not in architectures()]
@@ -166,10 +183,6 @@ def study_from_dict(spec: dict, source: str | None = None) -> Study:
         check_stage("train", spec.get("train", {}))
         EvalSettings.from_dict(spec.get("evaluate"))
     else:
-        misplaced = [k for k in PIPELINE_ONLY if k in spec]
-        if misplaced:
-            raise ValueError(f"keys {misplaced}{where} belong to kind: pipeline; a notebook study passes "
-                             "notebook parameters through grid and parameters")
         if "notebook" not in spec:
             raise ValueError(f"a notebook study{where} needs notebook: a workbook number (e.g. \"05\") or a .ipynb path")
         notebook_path(spec["notebook"])
@@ -184,7 +197,8 @@ def study_from_dict(spec: dict, source: str | None = None) -> Study:
                  notebook=str(spec["notebook"]) if "notebook" in spec else None,
                  grid=dict(spec.get("grid", {})), parameters=dict(spec.get("parameters", {})),
                  search=dict(spec.get("search", {})), train=dict(spec.get("train", {})),
-                 evaluate=dict(spec.get("evaluate", {})), tier_fields=dict(spec.get("tier_fields", {})),
+                 evaluate=dict(spec.get("evaluate", {})), architectures=dict(spec.get("architectures", {})),
+                 tier_fields=dict(spec.get("tier_fields", {})),
                  data_root=spec.get("data_root"), slurm=dict(spec.get("slurm", {})),
                  description=str(spec.get("description", "")), source=source)
 
@@ -222,15 +236,27 @@ def _slug(value) -> str:
 
 
 def expand(study: Study, root=None) -> list[Run]:
-    """The study's runs: methods × seeds (pipeline), or methods × grid × seeds (notebook)."""
+    """The study's runs: methods × seeds (pipeline), methods × grid × seeds (notebook), or sampled
+    architectures × seeds (metric_validation)."""
+    from .tiers import get_tier
+
     base = study_dir(study, root)
     runs = []
-    if study.kind == "pipeline":
-        from .tiers import get_tier
+    # the tier's resolved preset is part of a run's identity: a changed tier default (a search
+    # budget, a learning rate) turns a finished run into a conflict instead of a stale result
+    preset = get_tier(study.tier, **study.tier_fields).as_dict()
+    if study.kind == "metric_validation":
+        from .metric_validation import SampleSpec, sample_architectures
 
-        # the tier's resolved preset is part of a run's identity: a changed tier default (a search
-        # budget, a learning rate) turns a finished run into a conflict instead of a stale result
-        preset = get_tier(study.tier, **study.tier_fields).as_dict()
+        for arch, seed in itertools.product(
+                sample_architectures(SampleSpec.from_dict(study.architectures), preset["steps"], preset["multiplier"]),
+                study.seeds):
+            config = {"study": study.name, "kind": study.kind, "tier": study.tier, **arch, "seed": seed,
+                      "train": study.train, "evaluate": study.evaluate, "tier_fields": study.tier_fields,
+                      "tier_preset": preset}
+            runs.append(Run(f"{arch['arch']}_seed{seed}", str(base / f"{arch['arch']}_seed{seed}"), config))
+        return runs
+    if study.kind == "pipeline":
         for method, seed in itertools.product(study.methods, study.seeds):
             config = {"study": study.name, "kind": "pipeline", "tier": study.tier, "arch": method, "seed": seed,
                       "search": study.search, "train": study.train, "evaluate": study.evaluate,
@@ -332,6 +358,10 @@ def execute(run: Run, data_root=None, trained_only: bool = False) -> dict:
             c = run.config
             result = run_pipeline(c["arch"], c["seed"], c["tier"], folder, c["search"], c["train"], c["evaluate"],
                                   c["tier_fields"], data_root=data_root, trained_only=trained_only)
+        elif run.config["kind"] == "metric_validation":
+            from .metric_validation import measure_architecture
+
+            result = measure_architecture(run.config, folder, data_root)
         else:
             result = _execute_notebook(run, data_root)
     except Exception as err:  # recorded, so that the other runs go on
@@ -530,18 +560,25 @@ def _records(folder) -> list[dict]:
 
 
 def aggregate(folder, out=None):
-    """One row per finished pipeline run under the study folder ``folder``: ``TABLE_COLUMNS``, then
-    the radius (ℓ∞, ℓ2) and time of every certificate method the runs used (``cert_column``), sorted by
-    arch and seed; with ``out``, also written as ``<out>/table.csv`` and ``table.json``."""
+    """One row per finished run under the study folder ``folder``, sorted by arch and seed; with
+    ``out``, also written as ``<out>/table.csv`` and ``table.json``. Pipeline runs: ``TABLE_COLUMNS``,
+    then the radius (ℓ∞, ℓ2) and time of every certificate method the runs used (``cert_column``);
+    metric-validation runs: ``rnas_lib.metric_validation.TABLE_COLUMNS``."""
     import pandas as pd
 
+    from . import metric_validation
     from .pipeline import CERTIFY_METHODS
 
-    rows = [_row(r) for r in _records(folder) if r["run"]["kind"] == "pipeline"]
-    used = [m for m in CERTIFY_METHODS if any(cert_column(m, "linf") in r for r in rows)]
-    extra = [c for m in used for c in (cert_column(m, "linf"), cert_column(m, "l2"),
-                                       f"cert_seconds_{m.replace('-', '_')}")]
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS) + extra)
+    records = _records(folder)
+    if records and all(r["run"]["kind"] == "metric_validation" for r in records):
+        table = pd.DataFrame([metric_validation.table_row(r) for r in records],
+                             columns=list(metric_validation.TABLE_COLUMNS))
+    else:
+        rows = [_row(r) for r in records if r["run"]["kind"] == "pipeline"]
+        used = [m for m in CERTIFY_METHODS if any(cert_column(m, "linf") in r for r in rows)]
+        extra = [c for m in used for c in (cert_column(m, "linf"), cert_column(m, "l2"),
+                                           f"cert_seconds_{m.replace('-', '_')}")]
+        table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS) + extra)
     table = table.sort_values(["arch", "seed"], kind="stable").reset_index(drop=True)
     if out is not None:
         out = Path(out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rnas_lib import sweep
+from rnas_lib import metric_validation, sweep
 from rnas_lib.genotypes import from_dict
 from rnas_lib.pipeline import parameter_count
 from rnas_lib.runs import runs_root
@@ -82,11 +82,14 @@ def test_another_configuration_in_a_run_folder_stops_the_study_before_it_starts(
     ({"seeds": [0], "methods": ["darts"], "evaluate": {"certify_also": ["crown-fwd"]}}, "unknown certificate methods"),
     ({"seeds": [0], "methods": ["darts"], "evaluate": {"certify_method": "crown", "certify_also": ["crown"]}},
      "repeats a method"),
-    ({"seeds": [0], "methods": ["darts"], "grid": {"x": [1]}}, "belong to kind: notebook"),
+    ({"seeds": [0], "methods": ["darts"], "grid": {"x": [1]}}, r"\['grid'\] do not belong to kind: pipeline"),
+    ({"seeds": [0], "kind": "metric_validation", "methods": ["darts"]}, "do not belong to kind: metric_validation"),
+    ({"seeds": [0], "kind": "metric_validation", "architectures": {"n_random": "5"}}, "n_random must be"),
+    ({"seeds": [0], "kind": "metric_validation", "evaluate": {"n_cw": 3}}, "unknown evaluate settings"),
     ({"seeds": [0], "kind": "notebook", "notebook": "05", "grid": {"seed": [1]}}, "set by the study"),
     ({"seeds": [0], "kind": "batch"}, "unknown study kind"),
 ], ids=["key", "method", "no-seeds", "repeated-seed", "search-field", "eval-field", "cert-method", "cert-repeat",
-        "grid-in-pipeline",
+        "grid-in-pipeline", "methods-in-metric-validation", "sample-spec", "validation-settings",
         "seed-in-grid", "kind"])
 def test_bad_study_files_are_one_clear_error(spec, message):
     with pytest.raises(ValueError, match=message):
@@ -98,7 +101,11 @@ def test_study_files_in_the_project_parse_and_expand():
         study = sweep.load_study(path)
         runs = sweep.expand(study)
         grid = math.prod(len(v) for v in study.grid.values())
-        assert len(runs) == max(len(study.methods), 1) * grid * len(study.seeds)
+        if study.kind == "metric_validation":  # one run per sampled architecture and seed
+            sample = metric_validation.sample_architectures(metric_validation.SampleSpec.from_dict(study.architectures))
+            assert len(runs) == len(sample) * len(study.seeds) and len(sample) >= study.architectures["n_random"]
+        else:
+            assert len(runs) == max(len(study.methods), 1) * grid * len(study.seeds)
         assert len({r.folder for r in runs}) == len(runs)
     smoke = sweep.load_study(Path(sweep.PROJECT_ROOT) / "studies" / "smoke.yaml")
     assert len(smoke.seeds) >= 5 and {"darts", "random", "dsrna_cb", "dsrna_jb", "dsrna_combined", "pcdarts",
