@@ -284,9 +284,11 @@ def with_evaluation(study: Study, overrides: dict) -> Study:
 
     from .pipeline import EvalSettings
 
-    if study.kind != "pipeline" and overrides:
+    if not overrides:
+        return study
+    if study.kind != "pipeline":
         raise ValueError(f"evaluation overrides {sorted(overrides)} apply to pipeline studies; {study.name} is a "
-                         "notebook study (pass notebook parameters in its grid instead)")
+                         f"{study.kind} study (change its study file instead)")
     evaluate = {**study.evaluate, **overrides}
     EvalSettings.from_dict(evaluate)
     return replace(study, evaluate=evaluate)
