@@ -386,3 +386,43 @@ def check_certification_gap(gap) -> bool | None:
         return _report("certification gap", False, f"image {i} has certified radius {c} > attack radius {a}: a "
                        "certificate an attack broke — raise ValueError")
     return _report("certification gap", True)
+
+
+# ----------------------------------------------------------------------------- 10
+def check_kendall_tau(kendall_tau) -> bool | None:
+    """10: ``kendall_tau(x, y)`` = Kendall's τ_b of two 1-D arrays, ties included (scipy.stats.kendalltau)."""
+    import numpy as np
+    from scipy import stats
+
+    if _unanswered("Kendall's tau", kendall_tau):
+        return None
+    rng = np.random.default_rng(10)
+    for n, ties in ((6, False), (25, False), (25, True), (40, True)):
+        x, y = rng.normal(size=n), rng.normal(size=n) + rng.normal(size=n)
+        if ties:
+            x, y = np.round(x), np.round(2 * y)
+        expected = stats.kendalltau(x, y, variant="b").statistic
+        got = kendall_tau(x.copy(), y.copy())
+        if not math.isclose(float(got), expected, rel_tol=1e-9, abs_tol=1e-12):
+            why = "tied pairs count in neither n_c nor n_d, and shrink the denominator" if ties else \
+                "τ = (concordant − discordant) / (n(n − 1)/2) without ties"
+            return _report("Kendall's tau", False, f"{n} pairs{' with ties' if ties else ''}: got {float(got):.4f}, "
+                           f"expected {expected:.4f} ({why})")
+    return _report("Kendall's tau", True)
+
+
+def check_top_k_overlap(top_k_overlap) -> bool | None:
+    """10: ``top_k_overlap(metric, target, k)`` = |top-k by metric ∩ top-k by target| / k (no ties)."""
+    import numpy as np
+
+    if _unanswered("top-k overlap", top_k_overlap):
+        return None
+    rng = np.random.default_rng(11)
+    for n, k in ((20, 5), (50, 10), (30, 1), (12, 12)):
+        metric, target = rng.normal(size=n), rng.normal(size=n)
+        expected = len(set(np.argsort(-metric)[:k]) & set(np.argsort(-target)[:k])) / k
+        got = top_k_overlap(metric.copy(), target.copy(), k)
+        if not math.isclose(float(got), expected, abs_tol=1e-12):
+            return _report("top-k overlap", False, f"n={n}, k={k}: got {float(got):.3f}, expected {expected:.3f} "
+                           "(the k largest values of each, not the k smallest)")
+    return _report("top-k overlap", True)

@@ -2,6 +2,7 @@
 checks reject a wrong answer and accept an unanswered one (None) without failing the notebook."""
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ EXERCISES = {
     "06": [("check_cosine_lr", "lr"), ("check_drop_path", "drop")],
     "07": [("check_momentum_pgd", "attack"), ("check_minimum_norm_accuracy", "accuracy")],
     "08": [("check_certified_fraction", "fraction_certified"), ("check_certification_gap", "gap_ratio")],
+    "10": [("check_kendall_tau", "kendall_tau"), ("check_top_k_overlap", "top_k_overlap")],
 }
 
 
@@ -64,6 +66,10 @@ WRONG = {
     "check_minimum_norm_accuracy": lambda clean_ok, still_ok, dist, eps: clean_ok.double().mean().item(),
     "check_certified_fraction": lambda radii, eps: float((radii > eps).mean()),   # radius = ε is certified
     "check_certification_gap": lambda certified, attacked: certified / attacked,  # never flags a broken certificate
+    # τ_a: ties left in the denominator n(n − 1)/2
+    "check_kendall_tau": lambda x, y: float(sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i in range(len(x))
+                                                for j in range(i + 1, len(x))) / (len(x) * (len(x) - 1) / 2)),
+    "check_top_k_overlap": lambda metric, target, k: len(set(np.argsort(metric)[:k]) & set(np.argsort(target)[:k])) / k,
 }
 
 
