@@ -18,6 +18,7 @@ TEST_PARAMETERS = {
     "06": {"search_epochs": 6},
     "07": {"n_eval": 50, "check_images": 32, "cw_images": 6, "autoattack_images": 20},
     "08": {"n_cert": 12, "n_targets": 3},
+    "10": {"n_boot": 500},
 }
 # notebooks that share runs (the pipeline: searched, retrained, then evaluated; 03 and 04: the demo network)
 GROUPS = {"05": "pipeline", "06": "pipeline", "07": "pipeline", "08": "pipeline", "03": "demo", "04": "demo"}
@@ -25,7 +26,7 @@ GROUPS = {"05": "pipeline", "06": "pipeline", "07": "pipeline", "08": "pipeline"
 
 def test_the_workbook_has_its_notebooks():
     names = {p.stem[:2] for p in NOTEBOOKS}
-    assert {"00", "01", "02", "03", "04", "05", "06", "07", "08", "09"} <= names, names
+    assert {"00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"} <= names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -165,6 +166,17 @@ def test_results_notebook_runs_its_minimal_grid(tmp_path):
     # section 5 compares the bounds the minimal grid certified with (crown-ibp headline, ibp beside it)
     assert "headline radius (table, tests, conclusion): crown-ibp; bounds in the table: ibp, crown-ibp" in text
     assert "ranked by crown-ibp" in text and "Spearman" in text
+
+
+@pytest.mark.notebook
+def test_metric_validation_notebook_runs_its_small_grid(tmp_path):
+    """Notebook 10 without a study (study_dir=None): the small metric-validation grid (four random
+    cells and DARTS_V2) runs on Dask in the kernel, and its conclusion says that five architectures
+    are no evidence (test_runs_under_papermill renders the committed study)."""
+    out = run_and_check("10", {"study_dir": None, "n_boot": 200}, tmp_path / "10_small.ipynb")
+    text = json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"])
+    assert "5 finished runs (5 architectures)" in text and "notebook10_small" in text
+    assert "certified radii by crown-forward" in text and "With only 5 architectures" in text
 
 
 @pytest.mark.notebook
