@@ -46,3 +46,28 @@ def one_thread_float64():
     yield
     torch.set_num_threads(threads)
     torch.set_default_dtype(dtype)
+
+
+@pytest.fixture(scope="session")
+def tiny_network():
+    """``build(genotype)`` → (net, x, y): the derived network of ``genotype`` at C=2, 3 cells, 4 classes on
+    4×4 grey inputs, random weights and BatchNorm statistics (eval mode), six random inputs, and labels
+    that are its own predictions (a network to certify and attack without training)."""
+    from torch import nn
+
+    from rnas_lib.network import Network
+
+    def build(genotype):
+        torch.manual_seed(0)
+        net = Network(genotype, 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3])
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_var.uniform_(0.05, 0.2)
+        net.eval()
+        x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            y = net(x).argmax(1)
+        return net, x, y
+
+    return build

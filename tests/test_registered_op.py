@@ -249,19 +249,10 @@ def test_derived_network_bounds_are_sound(conv7, train):
     check_model(net, x, torch.tensor([4, 0, 2]), 0.05, "inf", (0.0, 1.0), methods=("ibp", "crown-ibp", "crown"))
 
 
-def test_certified_radius_holds_against_pgd(conv7):
+def test_certified_radius_holds_against_pgd(conv7, tiny_network):
     """Every crown certificate of a network with the new op on every edge: positive margin bound at
     the radius, and neither margin descent nor PGD on the cross-entropy changes the prediction."""
-    torch.manual_seed(0)
-    net = Network(ALL_CONV7, 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3])
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_var.uniform_(0.05, 0.2)
-    net.eval()
-    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    net, x, y = tiny_network(ALL_CONV7)
     r = certified_radius(net, x, y, "inf", "crown", eps_max=0.2, tol=2e-4)
     ok = r > 0
     assert ok.sum() >= 3

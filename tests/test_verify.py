@@ -27,19 +27,10 @@ pytestmark = pytest.mark.usefixtures("one_thread_float64")
 
 
 @pytest.fixture(scope="module")
-def model_and_data(one_thread_float64):
+def model_and_data(one_thread_float64, tiny_network):
     """A small derived network with random weights and BN statistics; labels = its predictions,
     except the last sample, which is given a wrong label."""
-    torch.manual_seed(0)
-    net = Network(PUBLISHED["DARTS_V2"], 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3])
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_var.uniform_(0.05, 0.2)
-    net.eval()
-    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = net(x).argmax(1)
+    net, x, y = tiny_network(PUBLISHED["DARTS_V2"])
     y[-1] = (y[-1] + 1) % 4
     return net, x, y
 
