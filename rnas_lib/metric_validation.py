@@ -141,19 +141,26 @@ def _canonical(genotype) -> str:
 
 
 def searched_genotypes(results, seeds=(0,)) -> list:
-    """[(f"{arch}-seed{seed}", genotype)] of the searched runs in a study's results folder (or run
-    folder), random search left out; [] when ``results`` is None."""
+    """[(f"{arch}-seed{seed}", genotype)] of the searched runs in a study's results folder
+    (``results/<name>/table.csv``, relative to the project unless absolute), random search left out;
+    [] when ``results`` is None."""
     if results is None:
         return []
-    from .sweep import load_results
+    import json
 
-    table = load_results(results)[0]
+    import pandas as pd
+
+    from . import PROJECT_ROOT
+
+    path = Path(results) if Path(results).is_absolute() else PROJECT_ROOT / results
+    if not (path / "table.csv").exists():
+        raise FileNotFoundError(f"searched_from: {path} holds no table.csv; give a finished study's results folder "
+                                "(e.g. results/smoke, written by make sweep)")
+    table = pd.read_csv(path / "table.csv")
     rows = table[~table["published"].astype(bool) & (table["arch"] != "random") & table["seed"].isin(list(seeds))]
     if rows.empty:
         raise ValueError(f"{results} holds no searched run with seeds {list(seeds)}; its runs: "
                          + ", ".join(sorted({f'{a} seed {s}' for a, s in zip(table['arch'], table['seed'])})))
-    import json
-
     return [(f"{r.arch}-seed{r.seed}", from_dict(json.loads(r.genotype))) for r in rows.itertuples()]
 
 

@@ -55,9 +55,11 @@ def test_bad_validation_settings_name_the_problem(spec, message):
         mv.ValidationSettings.from_dict(spec)
 
 
-def test_searched_genotypes_need_a_searched_run():
+def test_searched_genotypes_need_a_searched_run(tmp_path):
     with pytest.raises(ValueError, match="no searched run with seeds"):
         mv.searched_genotypes("results/smoke", seeds=[99])
+    with pytest.raises(FileNotFoundError, match="holds no table.csv"):
+        mv.searched_genotypes(tmp_path)
 
 
 def batch_statistics_frozen(model, x):
