@@ -8,10 +8,12 @@ cells a study searched). For each a and training seed (``measure_architecture``)
 - **Metrics** m(a) on one fixed batch, the first ``n_metric`` training images, computed as the search
   computes them on its supernet: the network in train mode (BatchNorm normalises with the batch's
   own statistics; no drop path), its weights at initialisation (suffix ``_init``) and after a short
-  training of ``short_epochs`` epochs (``_short``), with the search's own terms
+  training (``_short``: a training of its own, ``short_epochs`` epochs from the same initial weights),
+  with the search's own terms
   (``rnas_lib.robustness``):
   ``r_cb_margin`` R_CB, margin objective (mean squashed certified margin at ε₀, crown-ibp), and
-  ``cb_margin_bound``, the mean certified margin itself (the squash divides it by the batch's mean |m|);
+  ``cb_margin_bound``, the mean certified margin m itself (the squash m/(τ + mean|m| + |m|) measures it
+  against the batch's own mean |m|);
   ``r_cb_radius`` R_CB, radius objective (mean crown-ibp certified radius / ε₀, signed: a
   misclassified image counts the negative distance of its linearised bound, as in the search);
   ``r_j_projection`` and ``r_j_exact`` R_J = −mean first-order bound (one random projection; exact).
@@ -249,7 +251,8 @@ def measure_architecture(config: dict, folder, data_root=None) -> dict:
 TABLE_COLUMNS = ("study", "arch", "source", "seed", "tier", "dataset", "genotype", *PROXIES,
                  *(f"{m}_{moment}" for moment in MOMENTS for m in METRICS), "short_test_acc", "test_acc",
                  "n_eval", *TARGETS, "pgd_linf_eps", "pgd_l2_eps", "cert_method", "cert_n",
-                 "metric_seconds", "train_seconds", "evaluate_seconds")
+                 "metric_seconds", "train_seconds", "evaluate_seconds", "pgd_seconds", "cert_seconds_linf",
+                 "cert_seconds_l2")
 
 
 def table_row(record: dict) -> dict:
