@@ -114,7 +114,7 @@ def test_a_metric_validation_study_runs_on_dask_resumes_and_aggregates(tmp_path)
     metrics and robustness in range; a rerun skips both; results/ gets the table and provenance."""
     study = sweep.study_from_dict({"name": "mv_tiny", "tier": "smoke", "kind": "metric_validation", "seeds": [1],
                                    **TINY})
-    client = sweep.make_client(n_workers=2, processes=False, dashboard_address=None)
+    client = sweep.make_client(n_workers=2, processes=False, dashboard_address=":0")
     try:
         summary = sweep.run_study(study, client=client, progress=False)
         assert sorted(summary["finished"]) == ["DARTS_V2_seed1", "random-000_seed1"] and not summary["failed"], summary
