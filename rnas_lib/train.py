@@ -17,9 +17,15 @@ Adversarial training (Madry et al. 2018), ``TrainConfig(adversarial={"eps": …,
 the inner max approximated by ``rnas_lib.attacks.pgd`` on every mini-batch (generated with the
 network in eval mode: running BatchNorm statistics, no drop path), the SGD step taken on the
 adversarial batch only. ``train_acc``/``train_loss`` in the history are then on those examples.
+
+Certified training, ``TrainConfig(certified={"eps": …, "method": "crown-ibp" | "ibp", …})``: the
+loss on the worst-case logits that IBP / CROWN-IBP certify over the ball, mixed with the natural
+loss, with ε, κ and β ramped over the steps (``rnas_lib.certified_training``); the history records
+each epoch's last ε, κ and β.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +64,8 @@ class TrainConfig:
     seed: int = 0
     #: None (standard training) or PGD settings {"eps", "norm", "steps", "step_size", "random_start"}
     adversarial: dict | None = None
+    #: None or certified-training settings (``rnas_lib.certified_training.certified_settings``)
+    certified: dict | None = None
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -77,6 +85,12 @@ class TrainConfig:
                              f"got {self.auxiliary_weight!r}")
         if self.adversarial is not None:
             self.adversarial = adversarial_settings(self.adversarial)
+        if self.certified is not None:
+            from .certified_training import certified_settings
+
+            if self.adversarial is not None:
+                raise ValueError("adversarial and certified training exclude each other: give one of them")
+            self.certified = certified_settings(self.certified, self.epochs)
 
     def drop_path_at(self, epoch: int) -> float:
         """Drop-path probability during epoch ``epoch`` (0-based): linear from 0, DARTS' schedule."""
@@ -193,6 +207,11 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
         history, start = list(state["history"]), len(state["history"])
     epochs = progress_bar(range(start, config.epochs), desc="train", disable=not progress, initial=start,
                           total=config.epochs, unit="epoch")
+    schedule = None
+    if config.certified is not None:
+        from .certified_training import CertifiedSchedule, certified_loss
+
+        schedule = CertifiedSchedule(config.certified, math.ceil(len(train_data) / config.batch_size))
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = cosine_lr(epoch, config.epochs, config.lr, config.lr_min)
@@ -200,14 +219,20 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
             group["lr"] = lr
         model.drop_path_prob = config.drop_path_at(epoch)
         model.train()
-        total, correct, loss_sum = 0, 0, 0.0
-        for x, y in batches(train_data, config.batch_size, shuffle=True, generator=generator,
-                            device=model_device(model)):
+        total, correct, loss_sum, ramp = 0, 0, 0.0, {}
+        for i, (x, y) in enumerate(batches(train_data, config.batch_size, shuffle=True, generator=generator,
+                                           device=model_device(model))):
             x = augment(x, config.crop_padding if config.augment else 0, config.augment, config.cutout,
                         model.normalize.mean.flatten(), generator)
             if config.adversarial is not None:
                 x = pgd(model, x, y, **config.adversarial)
-            loss, logits = training_loss(model, x, y, config.auxiliary_weight)
+            if schedule is not None:
+                eps, kappa, beta = schedule.at(epoch * schedule.steps_per_epoch + i)
+                ramp = {"eps": eps, "kappa": kappa, "beta": beta}
+                loss, logits = certified_loss(model, x, y, eps, config.certified["norm"], config.certified["method"],
+                                              kappa, beta, config.auxiliary_weight)
+            else:
+                loss, logits = training_loss(model, x, y, config.auxiliary_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -218,7 +243,8 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
         model.eval()
         test_loss, test_acc = evaluate(model, test_data)
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / total, "train_acc": correct / total,
-                        "test_loss": test_loss, "test_acc": test_acc, "seconds": time.perf_counter() - t0})
+                        "test_loss": test_loss, "test_acc": test_acc, "seconds": time.perf_counter() - t0,
+                        **({"certified": ramp} if ramp else {})})
         epochs.set_postfix(test_acc=f"{test_acc:.3f}")
         if out_dir is not None:
             save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "spec": network_spec(model),
