@@ -71,3 +71,27 @@ def tiny_network():
         return net, x, y
 
     return build
+
+
+@pytest.fixture
+def interrupt_after_first_epoch(monkeypatch):
+    """``interrupt(*args, **kwargs)``: ``rnas_lib.train.run_training(*args, **kwargs)`` stopped by a
+    KeyboardInterrupt right after its first checkpoint is saved (a training cut off after one epoch)."""
+    from rnas_lib import train as train_mod
+
+    def interrupt(*args, **kwargs):
+        real, calls = train_mod.save_checkpoint, []
+
+        def save_then_die(*save_args):
+            real(*save_args)
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+        monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                train_mod.run_training(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(train_mod, "save_checkpoint", real)
+
+    return interrupt

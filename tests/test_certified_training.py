@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnas_lib import train as train_mod
 from rnas_lib.attacks import pgd
 from rnas_lib.certified_training import (CertifiedSchedule, certified_loss, certified_margins, certified_settings,
                                          worst_case_logits)
@@ -185,7 +184,7 @@ def test_certified_and_adversarial_training_exclude_each_other():
 TINY = dict(train_C=4, train_layers=2, train_limit=512, test_limit=64, batch_size=32, epochs=6)
 
 
-def test_a_certified_trained_network_holds_its_certificates_and_resumes_exactly(tmp_path, monkeypatch):
+def test_a_certified_trained_network_holds_its_certificates_and_resumes_exactly(tmp_path, interrupt_after_first_epoch):
     """Certified training (CROWN-IBP at ε = 0.05, ramped over 3 of 6 epochs): the crown-ibp radii of its test digits hold against
     random points and PGD, and it certifies more than the same network trained the standard way; a
     training interrupted after its first epoch and resumed ends with the same weights."""
@@ -207,17 +206,8 @@ def test_a_certified_trained_network_holds_its_certificates_and_resumes_exactly(
     with torch.no_grad():
         assert (net(x_adv).argmax(1) == test.y[ok]).all()
 
-    real, calls = train_mod.save_checkpoint, []
-
-    def save_then_die(*args):
-        real(*args)
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_training("DARTS_V2", "smoke", 0, out_dir=tmp_path / "c", progress=False, certified=certified, **TINY)
-    monkeypatch.setattr(train_mod, "save_checkpoint", real)
+    interrupt_after_first_epoch("DARTS_V2", "smoke", 0, out_dir=tmp_path / "c", progress=False, certified=certified,
+                                **TINY)
     resumed = run_training("DARTS_V2", "smoke", 0, out_dir=tmp_path / "c", progress=False,
                            certified=certified, **TINY)
     assert [h["certified"] for h in resumed.history] == [h["certified"] for h in whole.history]

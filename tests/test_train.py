@@ -17,20 +17,9 @@ def test_checkpoint_rebuilds_the_trained_network(tmp_path):
     assert evaluate_accuracy(again, load_dataset("digits", False)) == pytest.approx(r.test_acc)
 
 
-def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted_training(tmp_path, interrupt_after_first_epoch):
     whole = run_training("DARTS_V1", "smoke", seed=0, out_dir=tmp_path / "w", progress=False, epochs=3)
-    real = train_mod.save_checkpoint
-    calls = []
-
-    def save_then_die(*args):
-        real(*args)
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_training("DARTS_V1", "smoke", seed=0, out_dir=tmp_path / "c", progress=False, epochs=3)
-    monkeypatch.setattr(train_mod, "save_checkpoint", real)
+    interrupt_after_first_epoch("DARTS_V1", "smoke", seed=0, out_dir=tmp_path / "c", progress=False, epochs=3)
     resumed = run_training("DARTS_V1", "smoke", seed=0, out_dir=tmp_path / "c", progress=False, epochs=3)
     assert [h["test_loss"] for h in resumed.history] == [h["test_loss"] for h in whole.history]
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
