@@ -99,10 +99,10 @@ class CertifiedSchedule:
 def worst_case_logits(margins: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B, K) logits with 0 at y and −m_t at every t ≠ y, from margin lower bounds (B, K − 1) whose
     columns are the classes t ≠ y in increasing order (``rnas_lib.bounds.margin_spec``)."""
+    from .certify.certificates import other_classes
+
     B, K = margins.shape[0], margins.shape[1] + 1
-    others = torch.arange(K, device=y.device).expand(B, K)
-    others = others[others != y.unsqueeze(1)].view(B, K - 1)
-    return torch.zeros(B, K, dtype=margins.dtype, device=margins.device).scatter(1, others, -margins)
+    return torch.zeros(B, K, dtype=margins.dtype, device=margins.device).scatter(1, other_classes(y, K), -margins)
 
 
 def certified_margins(model, x, y, eps: float, norm, method: str, beta: float) -> torch.Tensor:

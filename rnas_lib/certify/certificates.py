@@ -108,13 +108,17 @@ def output_bounds(model: nn.Module, x: torch.Tensor, eps, norm="inf", method="cr
     return lb[:, :K], -lb[:, K:]
 
 
+def other_classes(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, K − 1): for each label y_b the classes t ≠ y_b in increasing order (the rows of ``margin_spec``)."""
+    others = torch.arange(num_classes, device=y.device).expand(len(y), -1)
+    return others[others != y.unsqueeze(1)].view(len(y), num_classes - 1)
+
+
 def margin_spec(y: torch.Tensor, num_classes: int, targets: torch.Tensor | None = None, dtype=torch.float32):
     """Rows e_y − e_t: all t ≠ y (B, K−1, K), or one given target per sample (B, 1, K)."""
     eye = torch.eye(num_classes, dtype=dtype, device=y.device)
     if targets is None:
-        others = torch.arange(num_classes, device=y.device).expand(len(y), -1)
-        others = others[others != y.unsqueeze(1)].view(len(y), num_classes - 1)
-        return eye[y].unsqueeze(1) - eye[others]
+        return eye[y].unsqueeze(1) - eye[other_classes(y, num_classes)]
     if targets.shape != y.shape:
         raise ValueError(f"targets must have one class per sample, shape {tuple(y.shape)}, got {tuple(targets.shape)}")
     if bool((targets == y).any()):
