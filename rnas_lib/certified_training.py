@@ -118,14 +118,11 @@ def certified_margins(model, x, y, eps: float, norm, method: str, beta: float) -
     return beta * crown_ibp + (1 - beta) * ibp if beta < 1 else crown_ibp
 
 
-def certified_loss(model, x, y, eps: float, norm="inf", method: str = "crown-ibp", kappa: float = 0.0,
-                   beta: float = 1.0, auxiliary_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L, clean logits): κ·natural loss + (1 − κ)·CE of the worst-case logits (module docstring); the
-    natural loss is ``rnas_lib.train.training_loss`` (with the auxiliary head's term if weighted)."""
-    from .train import training_loss
-
-    natural, logits = training_loss(model, x, y, auxiliary_weight)
+def certified_loss(model, x, y, natural: torch.Tensor, eps: float, norm="inf", method: str = "crown-ibp",
+                   kappa: float = 0.0, beta: float = 1.0) -> torch.Tensor:
+    """κ·``natural`` + (1 − κ)·CE of the worst-case logits (module docstring); ``natural`` is the
+    clean batch's loss (``rnas_lib.train.training_loss``, with the auxiliary head's term if weighted)."""
     if kappa >= 1:
-        return natural, logits
+        return natural
     worst = worst_case_logits(certified_margins(model, x, y, eps, norm, method, beta), y)
-    return kappa * natural + (1 - kappa) * F.cross_entropy(worst, y), logits
+    return kappa * natural + (1 - kappa) * F.cross_entropy(worst, y)

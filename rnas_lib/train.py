@@ -226,13 +226,12 @@ def train_network(model: Network, train_data: TensorData, test_data: TensorData,
                         model.normalize.mean.flatten(), generator)
             if config.adversarial is not None:
                 x = pgd(model, x, y, **config.adversarial)
+            loss, logits = training_loss(model, x, y, config.auxiliary_weight)
             if schedule is not None:
                 eps, kappa, beta = schedule.at(epoch * schedule.steps_per_epoch + i)
                 ramp = {"eps": eps, "kappa": kappa, "beta": beta}
-                loss, logits = certified_loss(model, x, y, eps, config.certified["norm"], config.certified["method"],
-                                              kappa, beta, config.auxiliary_weight)
-            else:
-                loss, logits = training_loss(model, x, y, config.auxiliary_weight)
+                loss = certified_loss(model, x, y, loss, eps, config.certified["norm"], config.certified["method"],
+                                      kappa, beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
