@@ -31,6 +31,7 @@ from .search import TIER_FIELDS, methods, run_search
 from .runs import is_complete
 from .tiers import ThreatModel, get_tier, threat_model
 from .train import run_training
+from .trainings import training_overrides
 from .verify import average_certified_bound
 
 #: the bounds a study can certify with (``rnas_lib.verify.certified_radius``), cheapest first
@@ -120,10 +121,12 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 def run_pipeline(arch: str, seed: int, tier: str, folder, search: dict | None = None, train: dict | None = None,
                  evaluate: dict | None = None, tier_fields: dict | None = None, data_root=None,
-                 device=None, trained_only: bool = False) -> dict:
+                 device=None, trained_only: bool = False, training: str = "standard") -> dict:
     """Search (unless ``arch`` is published), retrain and evaluate; return a JSON-ready record.
 
-    search / train: overrides of ``run_search`` / ``run_training`` (config or tier fields);
+    training: the regime of the retraining (``rnas_lib.trainings``: standard, pgd, certified);
+    search / train: overrides of ``run_search`` / ``run_training`` (config or tier fields; ``train``'s
+    override the regime's settings);
     evaluate: ``EvalSettings`` fields; tier_fields: tier overrides for all three stages (e.g. dataset);
     trained_only: load the finished search and training of ``folder``, never run one (FileNotFoundError
     when either did not finish there).
@@ -135,6 +138,7 @@ def run_pipeline(arch: str, seed: int, tier: str, folder, search: dict | None = 
     check_stage("train", train)
     settings = EvalSettings.from_dict(evaluate)
     t = get_tier(tier, **tier_fields)
+    train = {**training_overrides(training, t.name, train.get("epochs"), **tier_fields), **train}
     threat = settings.threat(t.name)
     folder = Path(folder)
     if trained_only:
@@ -163,6 +167,7 @@ def run_pipeline(arch: str, seed: int, tier: str, folder, search: dict | None = 
 
     return {
         "arch": arch, "seed": seed, "tier": t.name, "dataset": t.dataset, "published": arch in PUBLISHED,
+        "training": training,
         "genotype": to_dict(genotype), "skip_connections": skip_connections(genotype),
         "params": parameter_count(model), "test_acc": trained.test_acc, "n_test": len(test),
         "search_seconds": search_seconds, "train_seconds": train_seconds, "evaluate_seconds": evaluate_seconds,

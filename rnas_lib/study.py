@@ -28,25 +28,34 @@ METRICS = {
     "autoattack_linf_acc": ("AutoAttack ℓ∞ accuracy", True),
     "cert_radius_linf": ("average certified radius ℓ∞", True),
     "cert_radius_l2": ("average certified radius ℓ2", True),
+    "cert_acc_linf": ("certified accuracy ℓ∞", True),
+    "cert_acc_l2": ("certified accuracy ℓ2", True),
     "search_seconds": ("search cost (s)", False),
     "params": ("parameters", None),
     "skip_normal": ("skip connections (normal cell)", None),
 }
 #: the metrics the comparisons against the baseline and the conclusion are about
-KEY_METRICS = ("clean_acc", "pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc", "cert_radius_linf", "cert_radius_l2")
+#: (a table written before a metric existed lacks its column: each function uses the metrics present)
+KEY_METRICS = ("clean_acc", "pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc", "cert_radius_linf", "cert_radius_l2",
+               "cert_acc_linf", "cert_acc_l2")
 ROBUST_METHODS = ("dsrna_cb", "dsrna_jb", "dsrna_combined")
 
 
 def label(table, column: str) -> str:
     """The metric's name, with its ε (pixel units) when it is a robust accuracy."""
     name = METRICS[column][0]
-    eps_column = column.replace("_acc", "_eps")
+    eps_column = {"cert_acc_linf": "pgd_linf_eps", "cert_acc_l2": "pgd_l2_eps"}.get(column, column.replace("_acc", "_eps"))
     if column.endswith("_acc") and eps_column in table and len(table):
         eps = sorted(set(table[eps_column]))
         name += " at ε=" + "/".join(f"{e:.4g}" for e in eps)
-    if column.startswith("cert_radius") and "cert_method" in table and len(table):
+    if column.startswith("cert_") and "cert_method" in table and len(table):
         name += f" ({'/'.join(sorted(set(table['cert_method'])))})"
     return name
+
+
+def present(table, metrics) -> list[str]:
+    """The ``metrics`` that are columns of ``table``, in order."""
+    return [m for m in metrics if m in table.columns]
 
 
 def _order(table) -> list[str]:
@@ -65,7 +74,7 @@ def summarize(table, metrics=tuple(METRICS)):
 
     grouped = table.groupby("arch")
     parts = {}
-    for m in metrics:
+    for m in present(table, metrics):
         values = grouped[m].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
         parts[m] = values
     summary = pd.concat(parts, axis=1)
@@ -75,6 +84,7 @@ def summarize(table, metrics=tuple(METRICS)):
 def summary_dict(table, metrics=tuple(METRICS)) -> dict:
     """``summarize`` as JSON-ready {arch: {metric: {"mean", "std", "n"}}} (None where undefined)."""
     summary = summarize(table, metrics)
+    metrics = present(table, metrics)
 
     def clean(v):
         return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
@@ -88,6 +98,7 @@ def format_summary(table, metrics=KEY_METRICS + ("search_seconds", "params", "sk
     import pandas as pd
 
     summary = summarize(table, metrics)
+    metrics = present(table, metrics)
     out = pd.DataFrame(index=summary.index)
     for m in metrics:
         digits = 0 if m in ("params", "search_seconds") else None
@@ -131,7 +142,7 @@ def paired_tests(table, baseline: str = "darts", metrics=KEY_METRICS):
     for arch in _order(table):
         if arch == baseline:
             continue
-        for m in metrics:
+        for m in present(table, metrics):
             d = paired_differences(table, arch, baseline, m)
             n = len(d)
             t = p = p_w = math.nan
@@ -155,7 +166,7 @@ def conclusion(table, tests, baseline: str = "darts", alpha: float = 0.05) -> st
              + (f"–{int(table['n_eval'].max())}" if table['n_eval'].nunique() > 1 else "") + " test images."]
     lines.append("")
     lines.append("**Best mean per metric** (mean ± std over seeds):")
-    for m in KEY_METRICS:
+    for m in present(table, KEY_METRICS):
         means = summary[(m, "mean")].dropna()
         if means.empty:
             continue

@@ -9,6 +9,8 @@ A study file (YAML or JSON, under ``studies/``) names one grid::
     seeds: [0, 1, 2, 3, 4]
     search: {epochs: 6}         # run_search overrides       (pipeline only)
     train: {epochs: 15}         # run_training overrides     (pipeline only)
+    training: certified         # the retraining regime (rnas_lib.trainings; pipeline only): one for all,
+                                # or per architecture {darts: [standard, certified], DARTS_V2: pgd}
     evaluate: {n_certify: 50}   # rnas_lib.pipeline.EvalSettings (pipeline only)
     tier_fields: {}             # tier overrides for every stage, e.g. {dataset: fashion_mnist}
     data_root: null             # where the workers find the data (None: RNAS_DATA_ROOT, else data/)
@@ -79,7 +81,7 @@ from .display import progress as progress_bar
 from .runs import config_key, load_json, runs_root, save_json
 
 #: each kind of study and the keys that belong to it alone
-KIND_KEYS = {"pipeline": ("methods", "search", "train", "evaluate"),
+KIND_KEYS = {"pipeline": ("methods", "search", "train", "training", "evaluate"),
              "notebook": ("notebook", "methods", "grid", "parameters"),
              "metric_validation": ("architectures", "train", "evaluate")}
 KINDS = tuple(KIND_KEYS)
@@ -99,6 +101,7 @@ class Study:
     parameters: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # arch → its retraining regimes (pipeline; none listed: standard)
     evaluate: dict = field(default_factory=dict)
     architectures: dict = field(default_factory=dict)
     tier_fields: dict = field(default_factory=dict)
@@ -182,6 +185,7 @@ def study_from_dict(spec: dict, source: str | None = None) -> Study:
         check_stage("search", spec.get("search", {}))
         check_stage("train", spec.get("train", {}))
         EvalSettings.from_dict(spec.get("evaluate"))
+        training = regimes(spec.get("training", "standard"), methods, where)
     else:
         if "notebook" not in spec:
             raise ValueError(f"a notebook study{where} needs notebook: a workbook number (e.g. \"05\") or a .ipynb path")
@@ -194,6 +198,7 @@ def study_from_dict(spec: dict, source: str | None = None) -> Study:
             raise ValueError(f"{sorted(clash)}{where} are set by the study itself (tier, seeds, methods), "
                              "not by grid or parameters")
     return Study(name=name, tier=spec["tier"], kind=kind, seeds=tuple(seeds), methods=tuple(methods),
+                 training=training if kind == "pipeline" else {},
                  notebook=str(spec["notebook"]) if "notebook" in spec else None,
                  grid=dict(spec.get("grid", {})), parameters=dict(spec.get("parameters", {})),
                  search=dict(spec.get("search", {})), train=dict(spec.get("train", {})),
@@ -201,6 +206,30 @@ def study_from_dict(spec: dict, source: str | None = None) -> Study:
                  tier_fields=dict(spec.get("tier_fields", {})),
                  data_root=spec.get("data_root"), slurm=dict(spec.get("slurm", {})),
                  description=str(spec.get("description", "")), source=source)
+
+
+def regimes(training, methods, where: str = "") -> dict:
+    """{arch: (regime, …)} from a study's ``training``: one regime (or a list) for every architecture,
+    or a mapping arch → regime(s) (architectures it leaves out: standard)."""
+    from .trainings import TRAININGS, check_training
+
+    def listed(value, arch):
+        values = value if isinstance(value, list) else [value]
+        if not values or len(set(values)) < len(values):
+            raise ValueError(f"training{where} of {arch} must name distinct regimes ({', '.join(TRAININGS)}), got {value!r}")
+        for v in values:
+            try:
+                check_training(v)
+            except ValueError as err:
+                raise ValueError(f"training{where} of {arch}: {err}") from None
+        return tuple(values)
+
+    if not isinstance(training, dict):
+        return {m: listed(training, m) for m in methods}
+    stray = sorted(set(training) - set(methods))
+    if stray:
+        raise ValueError(f"training{where} names architectures {stray} that the study does not list in methods")
+    return {m: listed(training.get(m, "standard"), m) for m in methods}
 
 
 def notebook_path(notebook) -> Path:
@@ -257,11 +286,16 @@ def expand(study: Study, root=None) -> list[Run]:
             runs.append(Run(f"{arch['arch']}_seed{seed}", str(base / f"{arch['arch']}_seed{seed}"), config))
         return runs
     if study.kind == "pipeline":
-        for method, seed in itertools.product(study.methods, study.seeds):
-            config = {"study": study.name, "kind": "pipeline", "tier": study.tier, "arch": method, "seed": seed,
-                      "search": study.search, "train": study.train, "evaluate": study.evaluate,
-                      "tier_fields": study.tier_fields, "tier_preset": preset}
-            runs.append(Run(f"{method}_seed{seed}", str(base / f"{method}_seed{seed}"), config))
+        for method in study.methods:
+            for training, seed in itertools.product(study.training.get(method, ("standard",)), study.seeds):
+                config = {"study": study.name, "kind": "pipeline", "tier": study.tier, "arch": method, "seed": seed,
+                          "search": study.search, "train": study.train, "evaluate": study.evaluate,
+                          "tier_fields": study.tier_fields, "tier_preset": preset}
+                run_id = f"{method}_seed{seed}"
+                if training != "standard":  # a standard run keeps the configuration and id it always had
+                    config["training"] = training
+                    run_id = f"{method}-{training}_seed{seed}"
+                runs.append(Run(run_id, str(base / run_id), config))
         return runs
     keys = list(study.grid)
     for method in (study.methods or (None,)):
@@ -359,7 +393,8 @@ def execute(run: Run, data_root=None, trained_only: bool = False) -> dict:
 
             c = run.config
             result = run_pipeline(c["arch"], c["seed"], c["tier"], folder, c["search"], c["train"], c["evaluate"],
-                                  c["tier_fields"], data_root=data_root, trained_only=trained_only)
+                                  c["tier_fields"], data_root=data_root, trained_only=trained_only,
+                                  training=c.get("training", "standard"))
         elif run.config["kind"] == "metric_validation":
             from .metric_validation import measure_architecture
 
@@ -489,11 +524,12 @@ def run_study(study: Study, client=None, progress: bool = True, root=None, **cli
 # --------------------------------------------------------------------------- the table
 #: the columns of ``aggregate``'s table; every ``*_acc`` of an attack has its ``*_eps`` next to it
 TABLE_COLUMNS = (
-    "study", "arch", "seed", "tier", "dataset", "published", "genotype", "search_seconds", "train_seconds",
+    "study", "arch", "training", "seed", "tier", "dataset", "published", "genotype", "search_seconds", "train_seconds",
     "evaluate_seconds", "params", "test_acc", "n_eval", "clean_acc",
     "fgsm_linf_eps", "fgsm_linf_acc", "pgd_linf_eps", "pgd_linf_acc", "pgd_l2_eps", "pgd_l2_acc",
     "cw_l2_eps", "cw_l2_acc", "autoattack_linf_eps", "autoattack_linf_acc",
-    "cert_method", "cert_n", "cert_radius_linf", "cert_radius_l2", "skip_normal", "skip_reduce",
+    "cert_method", "cert_n", "cert_radius_linf", "cert_radius_l2", "cert_acc_linf", "cert_acc_l2",
+    "skip_normal", "skip_reduce",
 )
 
 
@@ -523,6 +559,12 @@ def _certified_columns(certified: dict) -> dict:
     return row
 
 
+def _certified_fraction(record: dict, eps: float) -> float:
+    """Certified accuracy at ε of a certified-radius record: the fraction of its images whose
+    certified radius reaches ε (a misclassified image has radius 0)."""
+    return sum(r >= eps for r in record["radii"]) / len(record["radii"])
+
+
 def _pick(records, attack, norm, eps) -> tuple[float, int]:
     for r in records:
         if r["attack"] == attack and r["norm"] == norm and abs(r["eps"] - eps) < 1e-12:
@@ -535,7 +577,8 @@ def _row(record: dict) -> dict:
     attacks = res["attacks"]
     clean, n_eval = _pick(attacks, "fgsm", "inf", 0.0)
     return {
-        "study": record["run"]["study"], "arch": res["arch"], "seed": res["seed"], "tier": res["tier"],
+        "study": record["run"]["study"], "arch": res["arch"], "training": res.get("training", "standard"),
+        "seed": res["seed"], "tier": res["tier"],
         "dataset": res["dataset"], "published": res["published"], "genotype": json.dumps(res["genotype"]),
         "search_seconds": res["search_seconds"], "train_seconds": res["train_seconds"],
         "evaluate_seconds": res["evaluate_seconds"], "params": res["params"], "test_acc": res["test_acc"],
@@ -549,6 +592,8 @@ def _row(record: dict) -> dict:
         "cert_method": res["certified"]["linf"]["method"], "cert_n": res["certified"]["linf"]["n"],
         "cert_radius_linf": res["certified"]["linf"]["mean_radius"],
         "cert_radius_l2": res["certified"]["l2"]["mean_radius"],
+        "cert_acc_linf": _certified_fraction(res["certified"]["linf"], threat["linf"]),
+        "cert_acc_l2": _certified_fraction(res["certified"]["l2"], threat["l2"]),
         "skip_normal": res["skip_connections"]["normal"], "skip_reduce": res["skip_connections"]["reduce"],
         **_certified_columns(res["certified"]),
     }
@@ -581,7 +626,8 @@ def aggregate(folder, out=None):
         extra = [c for m in used for c in (cert_column(m, "linf"), cert_column(m, "l2"),
                                            f"cert_seconds_{m.replace('-', '_')}")]
         table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS) + extra)
-    table = table.sort_values(["arch", "seed"], kind="stable").reset_index(drop=True)
+    table = table.sort_values(["arch", "training", "seed"] if "training" in table.columns else ["arch", "seed"],
+                              kind="stable").reset_index(drop=True)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -591,14 +637,15 @@ def aggregate(folder, out=None):
 
 
 def curves(folder, out=None):
-    """Every attack record of every finished pipeline run (arch, seed, attack, norm, eps, n, accuracy):
+    """Every attack record of every finished pipeline run (arch, training, seed, attack, norm, eps, n, accuracy):
     the accuracy-vs-ε data; with ``out``, also written as ``<out>/curves.csv``."""
     import pandas as pd
 
-    rows = [{"arch": r["result"]["arch"], "seed": r["result"]["seed"], "attack": a["attack"],
+    rows = [{"arch": r["result"]["arch"], "training": r["result"].get("training", "standard"),
+             "seed": r["result"]["seed"], "attack": a["attack"],
              "norm": str(a["norm"]), "eps": a["eps"], "n": a["n"], "accuracy": a["accuracy"]}
             for r in _records(folder) if r["run"]["kind"] == "pipeline" for a in r["result"]["attacks"]]
-    frame = pd.DataFrame(rows, columns=["arch", "seed", "attack", "norm", "eps", "n", "accuracy"])
+    frame = pd.DataFrame(rows, columns=["arch", "training", "seed", "attack", "norm", "eps", "n", "accuracy"])
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         frame.to_csv(Path(out) / "curves.csv", index=False)

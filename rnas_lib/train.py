@@ -45,6 +45,7 @@ from .runs import (is_complete, keyed_run_dir, load_checkpoint, load_json, mark_
 from .search import (TIER_FIELDS, cosine_lr, evaluate, finished_genotype, methods, rng_states, run_search,
                      search_run_dir, set_rng_states)
 from .tiers import Tier, get_tier
+from .trainings import network_name, split_name, training_overrides
 
 
 @dataclass
@@ -338,8 +339,12 @@ def demo_network(tier: str = "smoke", seed: int = 0, data_root=None, epochs: int
 
 
 def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None, progress: bool = True,
-                  device=None, search_overrides: dict | None = None, **overrides) -> TrainResult:
+                  device=None, search_overrides: dict | None = None, training: str = "standard",
+                  **overrides) -> TrainResult:
     """The trained network of ``arch`` at a tier, as the evaluation notebooks need it.
+
+    training: the regime (``rnas_lib.trainings``: standard, pgd, certified), whose settings
+    ``overrides`` may change.
 
     arch: a published genotype ("DARTS_V2", …), a genotype .json path, or a search method ("darts",
     "dsrna_cb", …), whose genotype is that of the finished search at the tier's budget, changed by
@@ -361,8 +366,10 @@ def trained_model(arch: str, tier: str = "smoke", seed: int = 0, data_root=None,
     else:
         raise ValueError(f"unknown architecture {arch!r}; give a published genotype ({', '.join(PUBLISHED)}), "
                          f"a genotype .json path, or a search method ({', '.join(methods())})")
-    return run_training(genotype, tier, seed, name=name, data_root=data_root, progress=progress, device=device,
-                        **overrides)
+    tier_fields = {k: v for k, v in overrides.items() if k in TIER_FIELDS}
+    overrides = {**training_overrides(training, tier, overrides.get("epochs"), **tier_fields), **overrides}
+    return run_training(genotype, tier, seed, name=network_name(name, training), data_root=data_root,
+                        progress=progress, device=device, **overrides)
 
 
 # ----------------------------------------------------------------------------- the 06 → 07/08 chain
@@ -395,13 +402,15 @@ def retrained_model(name: str, tier: str = "smoke", seed: int = 0, data_root=Non
                     device=None) -> tuple[TrainResult, dict | None]:
     """(the trained network of ``name``, 06's record or None): the run notebook 06 recorded under
     ``name`` (same genotype source and settings, so the finished run is loaded, not retrained), or,
-    without a record, ``trained_model(name)`` at the tier's defaults."""
+    without a record, ``trained_model`` of its label and regime (``trainings.split_name``) at the tier's defaults."""
     path = retrain_record_path(tier, name, seed)
     if not path.exists():
-        return trained_model(name, tier, seed, data_root, progress, device), None
+        label, training = split_name(name)
+        return trained_model(label, tier, seed, data_root, progress, device, training=training), None
     record = load_json(path)
     result = trained_model(record["arch"], tier, seed, data_root, progress, device,
-                           search_overrides=record.get("search_overrides"), **record["overrides"])
+                           search_overrides=record.get("search_overrides"), training=split_name(record["name"])[1],
+                           **record["overrides"])
     if result.out_dir.name != record["run"]:
         raise ValueError(f"{path} names the run {record['run']}, but its settings now give {result.out_dir.name}: "
                          "re-run notebook 06 (or delete the record to use the tier's defaults)")

@@ -9,7 +9,7 @@ import pytest
 from rnas_lib import metric_validation, sweep
 from rnas_lib.genotypes import from_dict
 from rnas_lib.pipeline import parameter_count
-from rnas_lib.runs import runs_root
+from rnas_lib.runs import load_json, runs_root
 from rnas_lib.tiers import threat_model
 from rnas_lib.train import build_network
 
@@ -88,9 +88,13 @@ def test_another_configuration_in_a_run_folder_stops_the_study_before_it_starts(
     ({"seeds": [0], "kind": "metric_validation", "evaluate": {"n_cw": 3}}, "unknown evaluate settings"),
     ({"seeds": [0], "kind": "notebook", "notebook": "05", "grid": {"seed": [1]}}, "set by the study"),
     ({"seeds": [0], "kind": "batch"}, "unknown study kind"),
+    ({"seeds": [0], "methods": ["darts"], "training": "certifed"}, "darts: unknown training 'certifed'"),
+    ({"seeds": [0], "methods": ["darts"], "training": {"DARTS_V2": "pgd"}}, "does not list in methods"),
+    ({"seeds": [0], "methods": ["darts"], "training": ["pgd", "pgd"]}, "distinct regimes"),
+    ({"seeds": [0], "kind": "metric_validation", "training": "pgd"}, "do not belong to kind: metric_validation"),
 ], ids=["key", "method", "no-seeds", "repeated-seed", "search-field", "eval-field", "cert-method", "cert-repeat",
         "grid-in-pipeline", "methods-in-metric-validation", "sample-spec", "validation-settings",
-        "seed-in-grid", "kind"])
+        "seed-in-grid", "kind", "training", "training-arch", "training-repeat", "training-in-metric-validation"])
 def test_bad_study_files_are_one_clear_error(spec, message):
     with pytest.raises(ValueError, match=message):
         sweep.study_from_dict({"name": "bad", "tier": "smoke", **spec})
@@ -104,6 +108,8 @@ def test_study_files_in_the_project_parse_and_expand():
         if study.kind == "metric_validation":  # one run per sampled architecture and seed
             sample = metric_validation.sample_architectures(metric_validation.SampleSpec.from_dict(study.architectures))
             assert len(runs) == len(sample) * len(study.seeds) and len(sample) >= study.architectures["n_random"]
+        elif study.kind == "pipeline":  # methods × their training regimes × seeds
+            assert len(runs) == sum(len(study.training[m]) for m in study.methods) * len(study.seeds)
         else:
             assert len(runs) == max(len(study.methods), 1) * grid * len(study.seeds)
         assert len({r.folder for r in runs}) == len(runs)
@@ -120,11 +126,15 @@ TINY = {"search": {"epochs": 1, "search_limit": 96, "batch_size": 32},
 
 
 def test_aggregate_gives_one_row_per_finished_pipeline_run():
-    """Two real pipeline runs at tiny budgets (a search, a published cell), executed in this process;
-    the table's columns and values are checked against the records and independent counts."""
+    """Three real pipeline runs at tiny budgets (a search; a published cell, trained standard and
+    certified), executed in this process; the table's columns and values are checked against the
+    records and independent counts."""
     study = sweep.study_from_dict({"name": "tiny", "tier": "smoke", "methods": ["darts", "DARTS_V2"], "seeds": [3],
-                                   **TINY})
-    for run in sweep.expand(study):
+                                   "training": {"DARTS_V2": ["standard", "certified"]}, **TINY})
+    runs = sweep.expand(study)
+    assert [r.run_id for r in runs] == ["darts_seed3", "DARTS_V2_seed3", "DARTS_V2-certified_seed3"]
+    assert "training" not in runs[1].config and runs[2].config["training"] == "certified"
+    for run in runs:
         assert sweep.execute(run)["status"] == "finished", (Path(run.folder) / "error.json").read_text()
     folder = sweep.study_dir(study)
     out = runs_root() / "results_tiny"
@@ -132,7 +142,15 @@ def test_aggregate_gives_one_row_per_finished_pipeline_run():
     assert list(table.columns) == list(sweep.TABLE_COLUMNS) + ["cert_radius_linf_ibp", "cert_radius_l2_ibp",
                                                                "cert_seconds_ibp"]
     assert table["cert_radius_linf_ibp"].tolist() == table["cert_radius_linf"].tolist()
-    assert list(table["arch"]) == ["DARTS_V2", "darts"] and set(table["seed"]) == {3}
+    assert list(zip(table["arch"], table["training"])) == [("DARTS_V2", "certified"), ("DARTS_V2", "standard"),
+                                                           ("darts", "standard")]
+    assert set(table["seed"]) == {3}
+    certified = load_json(folder / "DARTS_V2-certified_seed3" / "train" / "config.json")["train"]["certified"]
+    assert certified["eps"] == threat_model("smoke").linf and certified["method"] == "ibp"
+    for run_id, row in zip(["DARTS_V2-certified_seed3", "DARTS_V2_seed3", "darts_seed3"], table.itertuples()):
+        radii = json.loads((folder / run_id / "record.json").read_text())["result"]["certified"]["linf"]["radii"]
+        assert row.cert_acc_linf == sum(r >= row.pgd_linf_eps for r in radii) / len(radii)
+    full, table = table, table[table["training"] == "standard"].reset_index(drop=True)
     threat = threat_model("smoke")
     for _, row in table.iterrows():
         genotype = from_dict(json.loads(row["genotype"]))
@@ -148,17 +166,17 @@ def test_aggregate_gives_one_row_per_finished_pipeline_run():
     assert darts["clean_acc"] == [a["accuracy"] for a in record["attacks"] if a["attack"] == "fgsm" and a["eps"] == 0][0]
     assert darts["genotype"] == json.dumps(record["genotype"])
     saved = json.loads((out / "table.json").read_text())
-    assert [r["arch"] for r in saved] == ["DARTS_V2", "darts"] and (out / "table.csv").exists()
+    assert [r["arch"] for r in saved] == ["DARTS_V2", "DARTS_V2", "darts"] and (out / "table.csv").exists()
     curves = sweep.curves(folder)
-    assert len(curves) == len(record["attacks"]) * 2 and set(curves["attack"]) == {"fgsm", "pgd", "cw", "autoattack"}
+    assert len(curves) == len(record["attacks"]) * 3 and set(curves["attack"]) == {"fgsm", "pgd", "cw", "autoattack"}
 
     results = sweep.write_results(study, runs_root() / "results" / "tiny", "python -m rnas_lib.sweep tiny.yaml")
     provenance = json.loads((results / "provenance.json").read_text())
-    assert provenance["command"] == "python -m rnas_lib.sweep tiny.yaml" and provenance["runs_finished"] == 2
+    assert provenance["command"] == "python -m rnas_lib.sweep tiny.yaml" and provenance["runs_finished"] == 3
     assert len(provenance["commit"]) == 40 and provenance["machine"]["cpu_count"] >= 1 and provenance["date"]
     loaded, loaded_curves, loaded_provenance = sweep.load_results(results)
-    assert list(loaded.columns) == list(table.columns) and list(loaded["arch"]) == ["DARTS_V2", "darts"]
-    assert loaded["pgd_linf_acc"].tolist() == pytest.approx(table["pgd_linf_acc"].tolist())
+    assert list(loaded.columns) == list(full.columns) and list(loaded["arch"]) == ["DARTS_V2", "DARTS_V2", "darts"]
+    assert loaded["pgd_linf_acc"].tolist() == pytest.approx(full["pgd_linf_acc"].tolist())
     assert len(loaded_curves) == len(curves) and loaded_provenance == provenance
     with pytest.raises(FileNotFoundError, match="neither a study's table.csv"):
         sweep.load_results(runs_root() / "nothing_here")
