@@ -85,7 +85,10 @@ def registered_primitives() -> tuple[Primitive, ...]:
 
 
 class ReLUConvBN(nn.Module):
-    """y = BN(conv_{k×k}(ReLU(x)))."""
+    """y = BN(conv_{k×k}(ReLU(x))). Runs without oneDNN (mkldnn): on some CPUs (measured on an AMD
+    EPYC host, one thread) its 1×1 convolution with few output channels (a C=2 supernet's
+    preprocessing) corrupted the heap and aborted the process; PyTorch's native kernel computes
+    the same convolution."""
 
     def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
         super().__init__()
@@ -96,7 +99,8 @@ class ReLUConvBN(nn.Module):
         )
 
     def forward(self, x):
-        return self.op(x)
+        with torch.backends.mkldnn.flags(enabled=False):
+            return self.op(x)
 
 
 class DilConv(nn.Module):
