@@ -6,8 +6,7 @@
   Gowal et al. (2018) train with IBP: ``CERTIFIED_RECIPE``'s warm-up at ε = 0, a smooth ε ramp while κ
   (the weight of the clean loss) falls from 1 to κ_end, then the rest of the epochs at ε; its budget
   is ``epochs_factor`` × the tier's epochs (bound-based training needs many more steps than
-  standard training: at the smoke tier 15 epochs left DARTS_V2 at 76 % clean and 2 % certified
-  accuracy at ε = 0.1, 60 epochs reached 95 % and 72 %; ``benchmarks/bench_certified_training.py``).
+  standard training; what it reaches: ``benchmarks/bench_certified_training.py``).
 
 ``training_overrides`` turns a name into ``TrainConfig`` settings; the run folder of a training is
 keyed by its whole configuration, so each regime trains (and is found again) on its own.
