@@ -13,7 +13,7 @@ keyed by its whole configuration, so each regime trains (and is found again) on 
 """
 from __future__ import annotations
 
-from .tiers import TABLE_EPS
+from .tiers import get_tier, threat_model
 
 TRAININGS = ("standard", "pgd", "certified")
 
@@ -30,21 +30,19 @@ def check_training(training) -> str:
 
 def training_overrides(training: str, tier: str, epochs: int | None = None, **tier_fields) -> dict:
     """The TrainConfig settings of regime ``training`` at ``tier``: {} (standard), {"adversarial": …}
-    (pgd) or {"certified": …} (certified), both at the tier's table ℓ∞ ε (``rnas_lib.tiers.TABLE_EPS``).
+    (pgd) or {"certified": …} (certified), both at the tier's table ℓ∞ ε (``rnas_lib.tiers.threat_model``).
     ``epochs``: the training's length when the caller sets it (the certified schedule is fitted to
     it); None: the regime's own budget (certified: ``epochs_factor`` × the epochs of the tier with
     ``tier_fields``, in the settings)."""
-    from .tiers import get_tier
-
     check_training(training)
-    if tier not in TABLE_EPS:
-        raise ValueError(f"unknown tier {tier!r}; allowed: {', '.join(TABLE_EPS)}")
-    eps = TABLE_EPS[tier][0]
+    eps = threat_model(tier).linf
     if training == "pgd":
         return {"adversarial": {"eps": eps, "norm": "inf"}}
     if training == "certified":
-        budget = {} if epochs is not None else {"epochs": CERTIFIED_RECIPE["epochs_factor"] * get_tier(tier, **tier_fields).train_epochs}
-        epochs = epochs if epochs is not None else budget["epochs"]
+        budget = {}
+        if epochs is None:
+            epochs = CERTIFIED_RECIPE["epochs_factor"] * get_tier(tier, **tier_fields).train_epochs
+            budget = {"epochs": epochs}
         warmup = int(CERTIFIED_RECIPE["warmup"] * epochs)
         ramp = max(1, min(round(CERTIFIED_RECIPE["ramp"] * epochs), epochs - warmup))
         return {**budget, "certified": {"eps": eps, "norm": "inf", "method": CERTIFIED_RECIPE["method"],
