@@ -161,10 +161,18 @@ def chromium(workdir):
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    """Poll ``condition()`` until it returns something true; TimeoutError naming ``what`` otherwise."""
+    """Poll ``condition()`` until it returns something true; TimeoutError naming ``what`` otherwise.
+
+    A poll that reads the page while JupyterLab re-renders it (an element found, then replaced before it is
+    read, or not there yet) counts as "not yet", not as a failure."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except (StaleElementReferenceException, NoSuchElementException):
+            value = None
         if value:
             return value
         time.sleep(interval)

@@ -11,14 +11,17 @@ from rnas_lib.train import retrain_record_path
 
 NOTEBOOKS = notebooks()
 # What the test changes of a notebook's defaults, to fit the suite's budget (`make workbook` runs the
-# defaults): notebook 05 searches for 6 of the smoke tier's 20 epochs and 06 retrains those cells
-# (the chain 05 → 06 → 07 → 08 runs in one worker, each reusing the runs before it); 07 and 08
-# attack and certify fewer images.
+# defaults): notebook 05 searches for 3 of the smoke tier's 20 epochs and 06 retrains those cells
+# (the chain 05 → 06 → 07 → 08 runs in one worker, each reusing the runs before it); 03, 07 and 08
+# check, attack and certify fewer images (08 at fewer ε, with three of its five bounds), 07 and 08
+# leave out the published reference cell, and 03 times each α-gradient once.
 TEST_PARAMETERS = {
-    "05": {"epochs": 6, "n_certify": 8},
-    "06": {"search_epochs": 6},
-    "07": {"n_eval": 50, "check_images": 32, "cw_images": 6, "autoattack_images": 20},
-    "08": {"n_cert": 12, "n_targets": 3},
+    "03": {"n_images": 4, "n_points": 128, "crown_images": 2, "n_certify": 8, "timing_repeats": 1},
+    "05": {"epochs": 3, "n_certify": 4},
+    "06": {"search_epochs": 3},
+    "07": {"reference": None, "n_eval": 32, "check_images": 16, "cw_images": 4, "autoattack_images": 10},
+    "08": {"reference": None, "n_cert": 6, "n_targets": 2, "compare_methods": ["ibp", "crown-ibp", "crown"],
+           "eps_grid": {"inf": [0.001, 0.01, 0.1], 2: [0.01, 0.1, 1.0]}},
     "10": {"n_boot": 500},
 }
 # notebooks that share runs (the pipeline: searched, retrained, then evaluated; 03 and 04: the demo network)
@@ -48,6 +51,18 @@ def test_committed_clean(path):
                          ids=lambda p: p.stem)
 def test_runs_under_papermill(path, tmp_path):
     run_and_check(path, TEST_PARAMETERS.get(path.stem[:2], {}), tmp_path / path.name)
+    if path.stem[:2] == "06":
+        check_the_searched_darts_cell_retrains_to_90_percent()
+
+
+def check_the_searched_darts_cell_retrains_to_90_percent():
+    """The foundation's end-to-end promise on the embedded digits: the darts cell notebook 05 searched
+    (its supernet above chance) reaches 90 % test accuracy once notebook 06 has retrained it."""
+    epochs = TEST_PARAMETERS["06"]["search_epochs"]
+    history = json.loads((search_run_dir("smoke", "darts", 0, epochs=epochs) / "history.json").read_text())["history"]
+    assert len(history) == epochs and history[-1]["val_acc"] > 0.2  # chance is 0.1
+    record = load_json(retrain_record_path("smoke", "darts", 0))
+    assert record["search_overrides"] == {"epochs": epochs} and record["test_acc"] >= 0.90, record
 
 
 def test_the_pipeline_notebooks_reuse_each_others_runs():
@@ -57,14 +72,17 @@ def test_the_pipeline_notebooks_reuse_each_others_runs():
 
 
 @pytest.mark.notebook
-@pytest.mark.xdist_group("robust_search")
+@pytest.mark.xdist_group("pipeline")
 def test_robust_search_notebook_jb(tmp_path):
     """Notebook 05 searches with the Jacobian-bound method (its default, dsrna_cb, runs in
-    test_runs_under_papermill) at the smoke tier, for three of the tier's twenty epochs, and reports
-    its cell's clean accuracy and average certified radii (ℓ∞, ℓ2) next to the darts cell's; its
-    certificates run in two worker processes forked from the notebook's kernel."""
-    run_and_check("05", {"method": "dsrna_jb", "epochs": 3, "n_certify": 8, "workers": 2}, tmp_path / "05_jb.ipynb")
-    table = json.loads((search_run_dir("smoke", "dsrna_jb", 0, epochs=3) / "comparison.json").read_text())["table"]
+    test_runs_under_papermill, in the same worker: the darts search and the darts and random trainings
+    of the comparison are reused) at the smoke tier, for the pipeline's three of the tier's twenty
+    epochs, and reports its cell's clean accuracy and average certified radii (ℓ∞, ℓ2) next to the
+    darts cell's; its certificates run in two worker processes forked from the notebook's kernel."""
+    epochs = TEST_PARAMETERS["05"]["epochs"]
+    run_and_check("05", {"method": "dsrna_jb", "epochs": epochs, "n_certify": 4, "workers": 2},
+                  tmp_path / "05_jb.ipynb")
+    table = json.loads((search_run_dir("smoke", "dsrna_jb", 0, epochs=epochs) / "comparison.json").read_text())["table"]
     for label in ("dsrna_jb", "darts"):
         row = table[label]
         assert row["clean accuracy"] > 0.5, (label, row)
@@ -81,12 +99,12 @@ def test_robust_search_notebook_jb(tmp_path):
                          ids=["pcdarts", "dsrna_cb_pc4", "dsrna_combined"])
 def test_search_only_notebook(parameters, label, tmp_path):
     """Notebook 05 searches with partial channels (PC-DARTS, K = 4), alone and with the CB term, and
-    with the combined CB + JB term, at the smoke tier, for two epochs (the search only: the
+    with the combined CB + JB term, at the smoke tier, for one epoch (the search only: the
     comparison of trained cells is test_robust_search_notebook_jb's)."""
-    run_and_check("05", {**parameters, "epochs": 2, "compare": False}, tmp_path / f"05_{label}.ipynb")
+    run_and_check("05", {**parameters, "epochs": 1, "compare": False}, tmp_path / f"05_{label}.ipynb")
     (run,) = (runs_root() / "smoke" / "search").glob(f"{label}_seed0-*")  # the run folder, keyed by its configuration
     saved = json.loads((run / "history.json").read_text())
-    assert saved["config"]["method"] == parameters["method"] and len(saved["history"]) == 2
+    assert saved["config"]["method"] == parameters["method"] and len(saved["history"]) == 1
     last = saved["history"][-1]
     assert last["genotype"]["normal"]
     if saved["config"]["partial_channels"] == 4:
@@ -161,7 +179,8 @@ def test_results_notebook_runs_its_minimal_grid(tmp_path):
     """Notebook 09 without a study (study_dir=None): the minimal grid runs on a local Dask cluster in
     the kernel and the table, tests and conclusion come from it (test_runs_under_papermill renders
     the committed study)."""
-    out = run_and_check("09", {"study_dir": None}, tmp_path / "09_minimal.ipynb")
+    out = run_and_check("09", {"study_dir": None, "train_limit": 500, "n_eval": 16, "n_certify": 4},
+                        tmp_path / "09_minimal.ipynb")
     text = json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"])
     assert "finished runs from" in text and "notebook09_minimal" in text
     # section 5 compares the bounds the minimal grid certified with (crown-ibp headline, ibp beside it)
@@ -174,7 +193,8 @@ def test_metric_validation_notebook_runs_its_small_grid(tmp_path):
     """Notebook 10 without a study (study_dir=None): the small metric-validation grid (four random
     cells and DARTS_V2) runs on Dask in the kernel, and its conclusion says that five architectures
     are no evidence (test_runs_under_papermill renders the committed study)."""
-    out = run_and_check("10", {"study_dir": None, "n_boot": 200}, tmp_path / "10_small.ipynb")
+    out = run_and_check("10", {"study_dir": None, "n_boot": 200, "n_eval": 20, "train_limit": 500},
+                        tmp_path / "10_small.ipynb")
     text = json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"])
     assert "5 finished runs (5 architectures)" in text and "notebook10_small" in text
     assert "certified radii by crown-forward" in text and "With only 5 architectures" in text
