@@ -554,17 +554,24 @@ def certified_radius_hist(radii: dict, norm="inf", bins: int = 20, ax=None):
 def attack_vs_certificate(eps_grid, attacked: dict, certified: dict, norm="inf", attack: str = "PGD", ax=None):
     """Accuracy under attack (an upper bound on true robust accuracy) and certified accuracy (a lower
     bound) against ε, per architecture, with the gap between them shaded: the samples that no attack
-    broke and no certificate covers. ``attacked``/``certified``: name → accuracies on ``eps_grid``."""
+    broke and no certificate covers. ``attacked``: name → accuracies on ``eps_grid``; ``certified``:
+    name → accuracies, or name → {bound: accuracies} (one dashed style per bound; the gap is shaded
+    from the highest of them, since every certificate is sound)."""
     ax = _axes(ax, (5.0, 3.4))
     eps_grid = np.asarray(eps_grid, dtype=float)
     for i, name in enumerate(attacked):
-        up, low = np.asarray(attacked[name], dtype=float), np.asarray(certified[name], dtype=float)
-        if up.shape != eps_grid.shape or low.shape != eps_grid.shape:
-            raise ValueError(f"{name}: need one accuracy per ε ({len(eps_grid)}), got {up.shape} and {low.shape}")
+        lows = certified[name] if isinstance(certified[name], dict) else {None: certified[name]}
+        up = np.asarray(attacked[name], dtype=float)
+        lows = {bound: np.asarray(low, dtype=float) for bound, low in lows.items()}
+        if any(a.shape != eps_grid.shape for a in (up, *lows.values())):
+            raise ValueError(f"{name}: need one accuracy per ε ({len(eps_grid)}), got {up.shape} and "
+                             f"{[a.shape for a in lows.values()]}")
         c = f"C{i % 10}"
         ax.plot(eps_grid, up, "-o", color=c, ms=3, label=f"{name}: {attack} accuracy")
-        ax.plot(eps_grid, low, "--", color=c, label=f"{name}: certified accuracy")
-        ax.fill_between(eps_grid, low, up, color=c, alpha=0.15)
+        for k, (bound, low) in enumerate(lows.items()):
+            ax.plot(eps_grid, low, ("--", ":", "-.")[k % 3], color=c,
+                    label=f"{name}: certified accuracy" + (f" ({bound})" if bound else ""))
+        ax.fill_between(eps_grid, np.max(list(lows.values()), axis=0), up, color=c, alpha=0.15)
     ax.set_xlabel(f"ε ({_norm_label(norm)}, pixel units)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)

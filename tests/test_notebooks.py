@@ -13,15 +13,14 @@ NOTEBOOKS = notebooks()
 # What the test changes of a notebook's defaults, to fit the suite's budget (`make workbook` runs the
 # defaults): notebook 05 searches for 3 of the smoke tier's 20 epochs and 06 retrains those cells
 # (the chain 05 → 06 → 07 → 08 runs in one worker, each reusing the runs before it); 03, 07 and 08
-# check, attack and certify fewer images (08 at fewer ε, with three of its five bounds), 07 and 08
+# check, attack and certify fewer images (08 compares three of its five bounds), 07 and 08
 # leave out the published reference cell, and 03 times each α-gradient once.
 TEST_PARAMETERS = {
     "03": {"n_images": 4, "n_points": 128, "crown_images": 2, "n_certify": 8, "timing_repeats": 1},
     "05": {"epochs": 3, "n_certify": 4},
     "06": {"search_epochs": 3},
     "07": {"reference": None, "n_eval": 32, "check_images": 16, "cw_images": 4, "autoattack_images": 10},
-    "08": {"reference": None, "n_cert": 6, "n_targets": 2, "compare_methods": ["ibp", "crown-ibp", "crown"],
-           "eps_grid": {"inf": [0.001, 0.01, 0.1], 2: [0.01, 0.1, 1.0]}},
+    "08": {"reference": None, "n_cert": 6, "n_targets": 2, "compare_methods": ["ibp", "crown-ibp", "crown"]},
     "10": {"n_boot": 500},
 }
 # notebooks that share runs (the pipeline: searched, retrained, then evaluated; 03 and 04: the demo network)
@@ -93,24 +92,18 @@ def test_robust_search_notebook_jb(tmp_path):
 
 @pytest.mark.notebook
 @pytest.mark.xdist_group("robust_search")
-@pytest.mark.parametrize("parameters, label", [({"method": "pcdarts"}, "pcdarts"),
-                                               ({"method": "dsrna_cb", "partial_channels": 4}, "dsrna_cb_pc4"),
-                                               ({"method": "dsrna_combined"}, "dsrna_combined")],
-                         ids=["pcdarts", "dsrna_cb_pc4", "dsrna_combined"])
-def test_search_only_notebook(parameters, label, tmp_path):
-    """Notebook 05 searches with partial channels (PC-DARTS, K = 4), alone and with the CB term, and
-    with the combined CB + JB term, at the smoke tier, for one epoch (the search only: the
-    comparison of trained cells is test_robust_search_notebook_jb's)."""
-    run_and_check("05", {**parameters, "epochs": 1, "compare": False}, tmp_path / f"05_{label}.ipynb")
-    (run,) = (runs_root() / "smoke" / "search").glob(f"{label}_seed0-*")  # the run folder, keyed by its configuration
+def test_search_only_notebook_with_partial_channels(tmp_path):
+    """Notebook 05 searches with the CB term on partial channels (K = 4, as PC-DARTS) at the smoke
+    tier for one epoch (the search only: the comparison of trained cells is
+    test_robust_search_notebook_jb's; pcdarts and dsrna_combined searches: tests/test_search.py and
+    tests/test_runs.py)."""
+    run_and_check("05", {"method": "dsrna_cb", "partial_channels": 4, "epochs": 1, "compare": False},
+                  tmp_path / "05_dsrna_cb_pc4.ipynb")
+    (run,) = (runs_root() / "smoke" / "search").glob("dsrna_cb_pc4_seed0-*")  # its folder, keyed by its configuration
     saved = json.loads((run / "history.json").read_text())
-    assert saved["config"]["method"] == parameters["method"] and len(saved["history"]) == 1
-    last = saved["history"][-1]
-    assert last["genotype"]["normal"]
-    if saved["config"]["partial_channels"] == 4:
-        assert len(last["beta_normal"]) == 14
-    if parameters["method"].startswith("dsrna"):
-        assert all(h["robustness"] is not None for h in saved["history"])
+    assert saved["config"]["method"] == "dsrna_cb" and saved["config"]["partial_channels"] == 4
+    (last,) = saved["history"]
+    assert last["genotype"]["normal"] and len(last["beta_normal"]) == 14 and last["robustness"] is not None
 
 
 def run_and_check(notebook, parameters, output):
@@ -215,10 +208,12 @@ def test_tutorial_tier_notebooks_on_real_mnist(number, data_root, tmp_path):
 
 @pytest.mark.notebook
 @pytest.mark.xdist_group("certified")
-def test_retrain_notebook_with_certified_training(tmp_path):
+def test_retrain_then_certify_notebooks_with_certified_training(tmp_path):
     """06 retrains DARTS_V2 with certified training (4 epochs; seed 1, so its record stays apart from
-    the pipeline group's) and records it as DARTS_V2-certified with the regime's settings, which is
-    what 07 and 08 load with `training` (their selection: tests/test_trainings.py)."""
+    the pipeline group's) and records it as DARTS_V2-certified with the regime's settings; 08 with
+    training="certified" then certifies it next to its standard twin, by its headline bound and by
+    CROWN-IBP (full CROWN, which the notebook adds by default, is left out for time), and tabulates
+    certified and PGD accuracy at the table's ε."""
     out = run_and_check("06", {"seed": 1, "genotype": "DARTS_V2", "training": "certified", "epochs": 4},
                         tmp_path / "06.ipynb")
     record = load_json(retrain_record_path("smoke", "DARTS_V2-certified", 1))
@@ -226,6 +221,15 @@ def test_retrain_notebook_with_certified_training(tmp_path):
     assert record["overrides"]["certified"]["warmup_epochs"] == 0 and record["overrides"]["epochs"] == 4
     assert "DARTS_V2-certified" in json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells
                                               if c.cell_type == "code"])
+    run_and_check("08", {"seed": 1, "architectures": ["DARTS_V2"], "training": "certified", "reference": None,
+                         "n_cert": 2, "n_targets": 1, "compare_methods": ["ibp", "crown-ibp"],
+                         "accuracy_methods": ["crown-forward", "crown-ibp"]}, tmp_path / "08.ipynb")
+    saved = load_json(runs_root() / "smoke" / "evaluation" / "08_certified_seed1.json")
+    at_table = {(r["arch"], r["norm"]): r for r in saved["at_table_eps"]}
+    assert set(at_table) == {(a, n) for a in ("DARTS_V2-certified", "DARTS_V2") for n in ("inf", 2)}
+    for row in at_table.values():
+        assert max(row["crown-forward"], row["crown-ibp"]) <= row["pgd"], row
+    assert {r["method"] for r in saved["attack_vs_certificate"]} == {"crown-forward", "crown-ibp"}
 
 
 @pytest.mark.xdist_group("demo")

@@ -91,3 +91,17 @@ def test_search_convergence_draws_entropy_and_distance_and_says_when_settled_thr
     assert normal[0] == pytest.approx(1.0) and normal[-1] < 0.7
     assert [p.get_height() for p in right.patches] == [0, 0, 0]
     assert any("final genotype" in t for t in _texts(right))
+
+
+def test_attack_vs_certificate_draws_one_curve_per_bound_and_shades_from_the_highest():
+    grid = [0.0, 0.01, 0.1]
+    attacked = {"a": [1.0, 0.9, 0.5], "b": [1.0, 0.8, 0.2]}
+    ax = plots.attack_vs_certificate(grid, attacked, {"a": {"crown-ibp": [1.0, 0.6, 0.3], "crown": [1.0, 0.7, 0.1]},
+                                                      "b": [1.0, 0.1, 0.0]})
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["a: PGD accuracy", "a: certified accuracy (crown-ibp)", "a: certified accuracy (crown)",
+                      "b: PGD accuracy", "b: certified accuracy"]
+    shaded = ax.collections[0].get_paths()[0].vertices[:, 1]  # the gap of "a": from the higher certificate up
+    assert {0.7, 0.3} <= set(np.round(shaded, 6)) and 0.6 not in set(np.round(shaded, 6))
+    with pytest.raises(ValueError, match="need one accuracy per ε"):
+        plots.attack_vs_certificate(grid, attacked, {"a": {"crown": [1.0]}, "b": [1.0, 0.1, 0.0]})

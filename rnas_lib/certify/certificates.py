@@ -150,7 +150,10 @@ def margin_lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, 
                        graph: BoundGraph | None = None, alpha_steps: int = 20) -> torch.Tensor:
     """(B,) lower bound of min_{t≠y} f_y(x') − f_t(x') over the ball (of f_y − f_{targets} if given),
     computed on the margin itself (specification rows e_y − e_t propagated backward).
-    ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head)."""
+    ``graph``: an existing trace of ``model`` on x, to reuse its forward pass (see BoundGraph.head).
+    The bound is differentiable (the search and certified training use its gradient): to evaluate
+    it, call it under ``torch.no_grad()``, or autograd keeps every intermediate bound and backward
+    coefficient alive (full CROWN on a 28×28 network then needs tens of GiB)."""
     spec = margin_rows(model, x, y, targets)
     return spec_bounds(model, x, spec, eps, norm, method, clip, relu_slope, graph, alpha_steps).amin(1)
 
