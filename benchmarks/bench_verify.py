@@ -17,6 +17,11 @@
    DARTS_V2 and PC_DARTS networks (ℓ∞ and ℓ2) and on the first ``--probe-memory-mnist`` MNIST test
    images for the tutorial demo network (ℓ∞): the time of each, their ratio and the largest relative
    difference of the radii.
+4. ``--row-budget MiB [MiB ...]``: full CROWN's intermediate backward passes with their rows chunked to
+   each budget (``rnas_lib.certify.refine.ROW_BUDGET``, bytes per coefficient tensor of a chunk): one
+   probe of the tutorial demo network on the first MNIST test image at ℓ∞ ``--row-budget-eps``, and the
+   radii of the first ``--row-budget-digits`` digits for the smoke DARTS_V2 network (ℓ∞); the time of
+   each, its ratio to the first budget and the largest difference of the margin bounds and radii.
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Each batch is certified by ``--workers`` processes (default −1: every usable core; the times are
@@ -25,6 +30,7 @@ worker holds one chunk's bounds, so the machine holds about that many times as m
 Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] [--methods crown-ibp crown]
                                          [--norms inf 2] [--tutorial] [--tutorial-n 10] [--tutorial-crown-n 10]
                                          [--skip-smoke] [--probe-memory 20] [--probe-memory-mnist 1]
+                                         [--row-budget 256 32 8 2] [--row-budget-eps 2e-3] [--row-budget-digits 20]
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ import time
 
 import torch
 
-from rnas_lib.certify import search
+from rnas_lib.certify import refine, search
+from rnas_lib.certify.certificates import margin_certificate
 from rnas_lib.data import load_dataset
 from rnas_lib.parallel import check_workers
 from rnas_lib.train import demo_network, trained_model
@@ -131,6 +138,34 @@ def probe_memory(n, n_mnist, workers):
               f"(mean radius {float(radii[False].mean()):.4g} vs {float(radii[True].mean()):.4g})", flush=True)
 
 
+def row_budget(budgets_mib, eps, n_digits, workers):
+    """Full CROWN with its intermediate rows chunked to each budget: the time, the ratio to the first
+    budget's and the largest difference of the results."""
+    default = refine.ROW_BUDGET
+    mnist = load_dataset("mnist", False, limit=1)
+    demo = demo_network("tutorial", progress=False).model.eval()
+    digits = load_dataset("digits", False).subset(slice(0, n_digits))
+    smoke_net = trained_model("DARTS_V2", "smoke", progress=False).model.eval()
+    cases = [(f"tutorial demo network, first MNIST image, one probe at ℓ∞ {eps:g}",
+              lambda: margin_certificate(demo, mnist.x, mnist.y, eps, "inf", "crown")[0]),
+             (f"smoke DARTS_V2, radii of {len(digits)} digits, ℓ∞",
+              lambda: certified_radius(smoke_net, digits.x, digits.y, "inf", "crown", workers=workers))]
+    for label, run in cases:
+        first, reference = None, None
+        for mib in budgets_mib:
+            refine.ROW_BUDGET = int(mib * 2**20)
+            t = time.perf_counter()
+            with torch.no_grad():
+                out = run()
+            seconds = time.perf_counter() - t
+            first = first or seconds
+            reference = out if reference is None else reference
+            print(f"  {label}: row budget {mib:g} MiB {seconds:7.1f} s ({first / seconds:.2f}x the first), "
+                  f"largest difference {float((out - reference).abs().max()):.3g}, "
+                  f"process peak memory {peak_gib():.2f} GiB", flush=True)
+    refine.ROW_BUDGET = default
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
@@ -148,6 +183,12 @@ def main():
                         help="digits certified by full CROWN with and without the failed probes' bounds kept")
     parser.add_argument("--probe-memory-mnist", type=int, default=0,
                         help="MNIST images of the tutorial demo network in that comparison (minutes each)")
+    parser.add_argument("--row-budget", type=float, nargs="+", default=None, metavar="MiB",
+                        help="full CROWN timed with its intermediate rows chunked to each of these budgets")
+    parser.add_argument("--row-budget-eps", type=float, default=2e-3,
+                        help="ℓ∞ radius of the tutorial demo network's probe in that comparison")
+    parser.add_argument("--row-budget-digits", type=int, default=20,
+                        help="digits certified by the smoke DARTS_V2 network in that comparison")
     parser.add_argument("--workers", type=int, default=-1, help="processes certifying each batch (-1: every usable core)")
     args = parser.parse_args()
     if args.threads:
@@ -161,6 +202,9 @@ def main():
     if args.probe_memory or args.probe_memory_mnist:
         print("full CROWN: failed probes' bounds kept for the smaller probes, against every probe from scratch")
         probe_memory(args.probe_memory, args.probe_memory_mnist, workers)
+    if args.row_budget:
+        print("full CROWN: intermediate backward rows chunked to a memory budget per coefficient tensor")
+        row_budget(args.row_budget, args.row_budget_eps, args.row_budget_digits, workers)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from .forward import concretize_linear, forward_mode_images, input_linear, linea
 from .memory import ProbeMemory
 from .state import BoundState
 
-#: bytes that one chunk of intermediate CROWN rows may use per live coefficient tensor
-ROW_BUDGET = 256 * 2**20
+#: bytes that one chunk of intermediate CROWN rows may use per live coefficient tensor: a few MiB, so
+#: that the chunk's coefficients stay in the processor's cache through the elementwise steps of the
+#: backward pass, which are bound by memory traffic (benchmarks/bench_verify.py --row-budget)
+ROW_BUDGET = 8 * 2**20
 
 
 def crown_intermediate(state: BoundState, refine: bool = True, forward: bool | None = None,
