@@ -11,7 +11,7 @@
    network (C=16, 8 cells, ``--tutorial-epochs`` on 6000 images) — ℓ∞: for each, the crown-ibp,
    crown-forward and PGD radii of the first ``--tutorial-n`` test images and the full-CROWN radii of
    the first ``--tutorial-crown-n``, each with its time per image, the certification gap and the
-   process's peak resident memory.
+   process's peak resident memory (``--tutorial-networks``: either network alone).
 3. ``--probe-memory N``: full CROWN with and without the failed probes' bounds kept for the smaller
    ones (``rnas_lib.certify.search.KEEP_FAILED_PROBES``), on the first N digits for the smoke
    DARTS_V2 and PC_DARTS networks (ℓ∞ and ℓ2) and on the first ``--probe-memory-mnist`` MNIST test
@@ -29,6 +29,7 @@ wall times of the whole batch). Peak memory is that of the largest process (with
 worker holds one chunk's bounds, so the machine holds about that many times as much).
 Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] [--methods crown-ibp crown]
                                          [--norms inf 2] [--tutorial] [--tutorial-n 10] [--tutorial-crown-n 10]
+                                         [--tutorial-networks demo evaluation]
                                          [--skip-smoke] [--probe-memory 20] [--probe-memory-mnist 1]
                                          [--row-budget 256 32 8 2] [--row-budget-eps 2e-3] [--row-budget-digits 20]
 """
@@ -81,12 +82,15 @@ def smoke(n, methods, norms, workers):
             print(f"  {name} PGD radius / crown radius: {pgd_r[correct].mean() / means['crown']:.2f}x")
 
 
-def tutorial(n, n_crown, epochs, workers):
-    t = time.perf_counter()
-    demo = demo_network("tutorial", progress=False)
-    print(f"tutorial demo network: DARTS_V2 (C=8, 5 cells), test accuracy {demo.test_acc:.4f} "
-          f"(ready in {time.perf_counter() - t:.0f} s)")
-    certify_mnist(demo.model.eval(), n, n_crown, workers)
+def tutorial(n, n_crown, epochs, workers, networks=("demo", "evaluation")):
+    if "demo" in networks:
+        t = time.perf_counter()
+        demo = demo_network("tutorial", progress=False)
+        print(f"tutorial demo network: DARTS_V2 (C=8, 5 cells), test accuracy {demo.test_acc:.4f} "
+              f"(ready in {time.perf_counter() - t:.0f} s)")
+        certify_mnist(demo.model.eval(), n, n_crown, workers)
+    if "evaluation" not in networks:
+        return
     t = time.perf_counter()
     result = trained_model("DARTS_V2", "tutorial", epochs=epochs, train_limit=6000, progress=False)
     print(f"tutorial evaluation network: DARTS_V2 (C=16, 8 cells), {epochs} epoch(s) on 6000 MNIST images, test "
@@ -178,6 +182,8 @@ def main():
                         help="MNIST test images certified by crown-ibp and crown-forward and attacked by PGD")
     parser.add_argument("--tutorial-crown-n", type=int, default=10,
                         help="of those, images certified by full CROWN (minutes each at 28×28)")
+    parser.add_argument("--tutorial-networks", nargs="+", default=["demo", "evaluation"], choices=["demo", "evaluation"],
+                        help="which of the two tutorial networks --tutorial certifies")
     parser.add_argument("--skip-smoke", action="store_true")
     parser.add_argument("--probe-memory", type=int, default=0,
                         help="digits certified by full CROWN with and without the failed probes' bounds kept")
@@ -198,7 +204,7 @@ def main():
     if not args.skip_smoke:
         smoke(args.n, args.methods, [n if n == "inf" else 2 for n in args.norms], workers)
     if args.tutorial:
-        tutorial(args.tutorial_n, args.tutorial_crown_n, args.tutorial_epochs, workers)
+        tutorial(args.tutorial_n, args.tutorial_crown_n, args.tutorial_epochs, workers, args.tutorial_networks)
     if args.probe_memory or args.probe_memory_mnist:
         print("full CROWN: failed probes' bounds kept for the smaller probes, against every probe from scratch")
         probe_memory(args.probe_memory, args.probe_memory_mnist, workers)
