@@ -19,13 +19,9 @@
    difference of the radii.
 4. ``--row-budget MiB [MiB ...]``: full CROWN's intermediate backward passes with their rows chunked to
    each budget (``rnas_lib.certify.refine.ROW_BUDGET``, bytes per coefficient tensor of a chunk): one
-   probe of the tutorial demo network on the first MNIST test image at ℓ∞ ``--probe-eps``, and the
-   radii of the first ``--probe-digits`` digits for the smoke DARTS_V2 network (ℓ∞); the time of
+   probe of the tutorial demo network on the first MNIST test image at ℓ∞ ``--row-budget-eps``, and the
+   radii of the first ``--row-budget-digits`` digits for the smoke DARTS_V2 network (ℓ∞); the time of
    each, its ratio to the first budget and the largest difference of the margin bounds and radii.
-5. ``--depthwise64``: float64 depthwise convolutions by PyTorch's grouped convolution and by taps
-   (``rnas_lib.certify.primitives.depthwise_by_taps``, what full CROWN's float64 re-check uses): the same
-   probe in float64, and the full-CROWN radii (float32 search, float64 closing probes) of the first
-   ``--probe-digits`` digits for the smoke DARTS_V2 and PC_DARTS networks; times, ratio, largest difference.
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Each batch is certified by ``--workers`` processes (default −1: every usable core; the times are
@@ -35,7 +31,7 @@ Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] 
                                          [--norms inf 2] [--tutorial] [--tutorial-n 10] [--tutorial-crown-n 10]
                                          [--tutorial-networks demo evaluation]
                                          [--skip-smoke] [--probe-memory 20] [--probe-memory-mnist 1]
-                                         [--row-budget 256 32 8 2] [--depthwise64] [--probe-eps 2e-3] [--probe-digits 20]
+                                         [--row-budget 256 32 8 2] [--row-budget-eps 2e-3] [--row-budget-digits 20]
 """
 from __future__ import annotations
 
@@ -45,10 +41,7 @@ import time
 
 import torch
 
-import torch.nn.functional as F
-
 from rnas_lib.certify import refine, search
-from rnas_lib.certify.primitives import conv as conv_module
 from rnas_lib.certify.certificates import margin_certificate
 from rnas_lib.data import load_dataset
 from rnas_lib.parallel import check_workers
@@ -177,36 +170,6 @@ def row_budget(budgets_mib, eps, n_digits, workers):
     refine.ROW_BUDGET = default
 
 
-def depthwise64(eps, n_digits, workers):
-    """Float64 depthwise convolutions by PyTorch's grouped convolution, then by taps (the default)."""
-    by_taps = conv_module.depthwise_by_taps
-
-    def grouped(a, w, padding, dilation):
-        return F.conv2d(a, w, None, 1, padding, dilation, a.shape[1])
-
-    mnist = load_dataset("mnist", False, limit=1)
-    demo = demo_network("tutorial", progress=False).model.eval().double()
-    digits = load_dataset("digits", False).subset(slice(0, n_digits))
-    cases = [(f"tutorial demo network, first MNIST image, one float64 probe at ℓ∞ {eps:g}",
-              lambda: margin_certificate(demo, mnist.x.double(), mnist.y, eps, "inf", "crown")[0])]
-    for arch in ("DARTS_V2", "PC_DARTS"):
-        net = trained_model(arch, "smoke", progress=False).model.eval()
-        cases.append((f"smoke {arch}, full-CROWN radii of {len(digits)} digits, ℓ∞",
-                      lambda net=net: certified_radius(net, digits.x, digits.y, "inf", "crown", workers=workers)))
-    for label, run in cases:
-        seconds, out = {}, {}
-        for name, fn in (("grouped conv2d", grouped), ("by taps", by_taps)):
-            conv_module.depthwise_by_taps = fn
-            t = time.perf_counter()
-            with torch.no_grad():
-                out[name] = run()
-            seconds[name] = time.perf_counter() - t
-        conv_module.depthwise_by_taps = by_taps
-        diff = float((out["by taps"] - out["grouped conv2d"]).abs().max())
-        print(f"  {label}: grouped conv2d {seconds['grouped conv2d']:7.1f} s, by taps {seconds['by taps']:7.1f} s "
-              f"({seconds['grouped conv2d'] / seconds['by taps']:.2f}x), largest difference {diff:.3g}", flush=True)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
@@ -228,13 +191,10 @@ def main():
                         help="MNIST images of the tutorial demo network in that comparison (minutes each)")
     parser.add_argument("--row-budget", type=float, nargs="+", default=None, metavar="MiB",
                         help="full CROWN timed with its intermediate rows chunked to each of these budgets")
-    parser.add_argument("--probe-eps", type=float, default=2e-3,
-                        help="ℓ∞ radius of the tutorial demo network's probe in the --row-budget and --depthwise64 "
-                             "comparisons")
-    parser.add_argument("--probe-digits", type=int, default=20,
-                        help="digits certified by the smoke networks in the --row-budget and --depthwise64 comparisons")
-    parser.add_argument("--depthwise64", action="store_true",
-                        help="float64 depthwise convolutions by grouped conv2d against by taps")
+    parser.add_argument("--row-budget-eps", type=float, default=2e-3,
+                        help="ℓ∞ radius of the tutorial demo network's probe in that comparison")
+    parser.add_argument("--row-budget-digits", type=int, default=20,
+                        help="digits certified by the smoke DARTS_V2 network in that comparison")
     parser.add_argument("--workers", type=int, default=-1, help="processes certifying each batch (-1: every usable core)")
     args = parser.parse_args()
     if args.threads:
@@ -250,10 +210,7 @@ def main():
         probe_memory(args.probe_memory, args.probe_memory_mnist, workers)
     if args.row_budget:
         print("full CROWN: intermediate backward rows chunked to a memory budget per coefficient tensor")
-        row_budget(args.row_budget, args.probe_eps, args.probe_digits, workers)
-    if args.depthwise64:
-        print("float64 depthwise convolutions: PyTorch's grouped convolution against taps")
-        depthwise64(args.probe_eps, args.probe_digits, workers)
+        row_budget(args.row_budget, args.row_budget_eps, args.row_budget_digits, workers)
 
 
 if __name__ == "__main__":

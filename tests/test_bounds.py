@@ -18,7 +18,7 @@ from rnas_lib import bounds, robustness
 from rnas_lib.bounds import margin_lower_bound, output_bounds, trace
 from rnas_lib.certify import forward
 from rnas_lib.certify.ball import Ball
-from rnas_lib.certify.primitives import Conv, MaxPool, ReLU, conv_by_taps, depthwise_by_taps
+from rnas_lib.certify.primitives import Conv, MaxPool, ReLU, conv_by_taps
 from rnas_lib.certify.refine import undecided
 from rnas_lib.certify.state import BoundState
 from rnas_lib.data import load_dataset, search_split
@@ -785,38 +785,6 @@ def test_conv_by_taps_gradients_match_finite_differences():
         a = torch.randn(rows, 6, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
         w = torch.randn(2, 6, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda a, w: conv_by_taps(a, w, (2, 1), (1, 1)), (a, w))
-
-
-@pytest.mark.parametrize("rows, channels, k, padding, dilation, size",
-                         [(1, 4, 3, (1, 1), (1, 1), 5), (3, 8, 5, (4, 4), (2, 2), 8), (2, 3, (3, 5), (0, 3), (1, 1), 6),
-                          (4, 2, 3, (3, 1), (1, 2), 4), (1, 16, 3, (1, 1), (1, 1), 1)])
-def test_depthwise_by_taps_is_the_float64_convolution(rows, channels, k, padding, dilation, size):
-    """The float64 depthwise convolution by taps against F.conv2d: square and oblong kernels,
-    dilation, padding below, at and beyond the kernel's reach, a 1×1 image; Conv uses it for float64
-    depthwise kernels at stride 1 (forward and transpose) and gives the same maps."""
-    g = torch.Generator().manual_seed(rows * channels)
-    k = (k, k) if isinstance(k, int) else k
-    a = torch.randn(rows, channels, size, size + 1, generator=g, dtype=torch.float64)
-    w = torch.randn(channels, 1, *k, generator=g, dtype=torch.float64)
-    ref = torch.nn.functional.conv2d(a, w, None, 1, padding, dilation, channels)
-    out = depthwise_by_taps(a, w, padding, dilation)
-    assert out.shape == ref.shape
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    op = Conv(w, None, 1, padding, dilation, channels)
-    torch.testing.assert_close(op.linear(a), ref, rtol=1e-12, atol=1e-12)
-    z = a.clone().requires_grad_(True)
-    y = torch.nn.functional.conv2d(z, w, None, 1, padding, dilation, channels)
-    A = torch.randn(rows, 2, *y.shape[1:], generator=g, dtype=torch.float64)
-    vjp = torch.stack([torch.autograd.grad(y, z, A[:, r], retain_graph=True)[0] for r in range(2)], 1)
-    torch.testing.assert_close(op.transpose(A, [z.shape[1:]])[0], vjp, rtol=1e-12, atol=1e-12)
-
-
-def test_depthwise_by_taps_gradients_match_finite_differences():
-    g = torch.Generator().manual_seed(0)
-    for rows in (1, 3):
-        a = torch.randn(rows, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
-        w = torch.randn(3, 1, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda a, w: depthwise_by_taps(a, w, (2, 1), (1, 2)), (a, w))
 
 
 @pytest.mark.parametrize("ci, co, k, stride, padding, dilation, groups, size",

@@ -58,33 +58,11 @@ class Conv(Affine):
 
 def conv2d(z, w, stride, padding, dilation, groups):
     """F.conv2d without bias; a pointwise (1×1, stride 1, unpadded, one group) kernel as a batched
-    matmul W·z over the pixels (faster than conv2d on a CPU for these small maps); a float64
-    depthwise kernel at stride 1 by its taps (``depthwise_by_taps``)."""
+    matmul W·z over the pixels (faster than conv2d on a CPU for these small maps)."""
     if w.shape[-2:] == (1, 1) and stride == (1, 1) and padding == (0, 0) and groups == 1:
         R, ci, H, W = z.shape
         return torch.matmul(w.view(w.shape[0], ci), z.reshape(R, ci, H * W)).view(R, -1, H, W)
-    if (z.dtype == torch.float64 and z.device.type == "cpu" and stride == (1, 1) and groups > 1
-            and groups == w.shape[0] == z.shape[1]):
-        return depthwise_by_taps(z, w, padding, dilation)
     return F.conv2d(z, w, None, stride, padding, dilation, groups)
-
-
-def depthwise_by_taps(a, w, padding, dilation):
-    """F.conv2d(a, w, padding=padding, dilation=dilation, groups=C), stride 1, one k×k kernel per
-    channel (w of shape (C, 1, k, k)), as the sum over taps out += w_t ⊙ shift_t(a). On a CPU the
-    float64 grouped convolution has no fast kernel (the float64 re-check of full CROWN spends most
-    of its time there) and the k·k shifted multiply-adds beat it (bench_verify.py --depthwise64)."""
-    R, C, H, W = a.shape
-    kh, kw = w.shape[-2:]
-    Ho, Wo = H + 2 * padding[0] - dilation[0] * (kh - 1), W + 2 * padding[1] - dilation[1] * (kw - 1)
-    out = a.new_zeros(R, C, Ho, Wo)
-    for i in range(kh):
-        for j in range(kw):  # out[y, x] += w_ij · a[y + i·d − p, x + j·d − p] where that pixel exists
-            dy, dx = i * dilation[0] - padding[0], j * dilation[1] - padding[1]
-            y0, y1, x0, x1 = max(0, -dy), min(Ho, H - dy), max(0, -dx), min(Wo, W - dx)
-            if y0 < y1 and x0 < x1:
-                out[:, :, y0:y1, x0:x1] += w[:, 0, i, j].view(C, 1, 1) * a[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
-    return out
 
 
 def conv_by_taps(a, w, padding, dilation):
