@@ -29,12 +29,27 @@ class AvgPool(Affine):
         else:  # number of valid pixels in each window
             divisor = F.avg_pool2d(ones, self.k, self.s, self.p, count_include_pad=True) * (self.k[0] * self.k[1])
         a = rows(A / divisor)
-        Ho, Wo = a.shape[-2:]
-        out_pad = tuple(
-            (H, W)[d] - ((a.shape[-2 + d] - 1) * self.s[d] - 2 * self.p[d] + self.k[d]) for d in range(2)
-        )
-        z = F.conv_transpose2d(a.reshape(-1, 1, Ho, Wo), A.new_ones(1, 1, *self.k), None, self.s, self.p, out_pad)
+        z = self.window_sums_transpose(a.reshape(-1, 1, *a.shape[-2:]), (H, W))
         return [z.view(A.shape[0], A.shape[1], -1, H, W)]
+
+    def window_sums_transpose(self, a, size):
+        """(N, 1, *size): the transpose of the map z ↦ (sum of z over each k×k window) applied to
+        a (N, 1, Ho, Wo): each input pixel sums a over the windows that hold it. At stride 1 that
+        is a k×k box sum padded by k − 1 − p, i.e. k²·(an average pool that counts the padding)
+        where PyTorch allows that padding (≤ k/2; F.conv2d otherwise): several times faster on a
+        CPU than F.conv_transpose2d, its gradient too (benchmarks/bench_pool_transpose.py)."""
+        if self.s != (1, 1):
+            return window_sums_by_conv_transpose(a, self.k, self.s, self.p, size)
+        pad = tuple(self.k[d] - 1 - self.p[d] for d in range(2))
+        if all(2 * pad[d] <= self.k[d] for d in range(2)):
+            return F.avg_pool2d(a, self.k, 1, pad, count_include_pad=True) * (self.k[0] * self.k[1])
+        return F.conv2d(a, a.new_ones(1, 1, *self.k), None, 1, pad)
+
+
+def window_sums_by_conv_transpose(a, k, s, p, size):
+    """``AvgPool.window_sums_transpose`` by F.conv_transpose2d, at any stride s (a: (N, 1, Ho, Wo))."""
+    out_pad = tuple(size[d] - ((a.shape[-2 + d] - 1) * s[d] - 2 * p[d] + k[d]) for d in range(2))
+    return F.conv_transpose2d(a, a.new_ones(1, 1, *k), None, s, p, out_pad)
 
 
 class GlobalAvgPool(Affine):
