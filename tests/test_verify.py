@@ -317,9 +317,9 @@ def test_a_failed_probe_still_certifies_its_concretisation_radius(model_and_data
 
 
 def test_float32_radii_are_rechecked_in_float64(monkeypatch):
-    """A float32 certificate is re-verified in float64 at the reported radius (margin > 1e-8); a
-    radius that the search's last probe certified in float64 skips the re-check, and the radii are
-    those of the search without float64 probes, which re-checks them all."""
+    """Every radius is certified in float64 (margin > 1e-8): by the search's last probe, bounded in
+    float64 where it was expected to end the search, or else by a float64 re-check at exactly that
+    radius; the radii are those of the search without float64 probes, which re-checks them all."""
     from rnas_lib.certify import search
 
     torch.manual_seed(0)
@@ -327,23 +327,56 @@ def test_float32_radii_are_rechecked_in_float64(monkeypatch):
     x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
     with torch.no_grad():
         y = net(x).argmax(1)
-    rechecked = []
-    recheck = search.recheck_radii
-    monkeypatch.setattr(search, "recheck_radii", lambda *a: rechecked.append(a[5]) or recheck(*a))
+    checked = []  # (sample, ε) of every float64 bound
+    float64_certificates = search.float64_certificates
+    monkeypatch.setattr(search, "float64_certificates", lambda model64, x, y, t, i, eps, *a: checked.extend(
+        zip(i.tolist(), eps.tolist())) or float64_certificates(model64, x, y, t, i, eps, *a))
     r = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
     assert r.dtype == torch.float32 and (r > 0).all()
-    skipped = len(x) - (int(rechecked[0].sum()) if rechecked else 0)
-    assert skipped > 0  # some radii were certified in float64 by the search itself
+    probed64 = len(checked)
     monkeypatch.setattr(Bracket, "ends_if_certified", lambda self, eps: False)
-    rechecked.clear()
+    checked.clear()
     r32 = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
-    assert int(rechecked[0].sum()) == len(x)
+    assert sorted(checked) == sorted(zip(range(len(x)), r32.tolist()))  # one re-check per sample, at its radius
+    assert probed64 >= len(x)
     torch.testing.assert_close(r, r32, rtol=0.01, atol=1e-6)
     net64 = Network(PUBLISHED["DARTS_V2"], 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3]).double().eval()
     net64.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in net.state_dict().items()})
     with torch.no_grad():
         m64, _ = margin_certificate(net64, x.double(), y, r.double() * (1 - 1e-6), "inf", "crown")
     assert (m64 > 0).all()
+
+
+def test_a_refuted_float32_radius_is_searched_again_below_it(monkeypatch):
+    """Where the float64 re-check of a float32 radius fails, the search goes on below it (not down to
+    the failed bound's own radius): here every sample's first float64 bound is taken as failed, and
+    the radii still come out within 2 % of the search's own, each certified by a float64 bound."""
+    from rnas_lib.certify import search
+
+    torch.manual_seed(0)
+    net = Network(PUBLISHED["DARTS_V2"], 2, 4, 3, in_channels=1, mean=[0.4], std=[0.3]).float().eval()
+    x = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    r = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
+    refuted, certified = set(), []
+    float64_certificates = search.float64_certificates
+
+    def first_fails(model64, x, y, t, i, eps, *a):
+        m, rr = float64_certificates(model64, x, y, t, i, eps, *a)
+        for n, b in enumerate(i.tolist()):
+            if b not in refuted:  # a failure certifies nothing: conservative, so the search stays sound
+                refuted.add(b)
+                m[n], rr[n] = -1.0, 0.0
+            elif m[n] > search.RECHECK_MARGIN:
+                certified.append((b, float(eps[n])))
+        return m, rr
+
+    monkeypatch.setattr(search, "float64_certificates", first_fails)
+    again = certified_radius(net, x, y, "inf", "crown", eps_max=0.2)
+    assert refuted == set(range(len(x))) and (again <= r).all() and (again > 0.98 * r).all(), (again, r)
+    assert all(any(b == n and e == pytest.approx(float(again[n]), rel=1e-6) for b, e in certified)
+               for n in range(len(x)))
 
 
 @pytest.mark.parametrize("forward_start", [True, False])
@@ -512,6 +545,27 @@ def test_the_probe_that_ends_a_search_is_bounded_in_float64_and_needs_no_recheck
     assert br.lo == 0.025 and br.verified
     br.record(0.028, -1.0, 0.027, float64=False)  # a float32 failure that certifies a larger radius
     assert br.lo == 0.027 and not br.verified
+
+
+def test_a_failed_float64_recheck_reopens_the_bracket_below_it():
+    """A float64 bound that fails at the float32-certified lo makes it the failed end; lo falls back to
+    the largest smaller probe with a positive margin, and driven on in float64 the bracket closes
+    on the float64 crossing, just below the float32 one, with lo verified."""
+    m0, root32, root64 = 4.0, 0.05, 0.0497
+    br = Bracket(0.02, 1.0, 1.5, 0.01, 1e-9, m0)
+    while not br.done():
+        p = br.next_probe()
+        br.record(p, m0 * (1 - (p / root32) ** 2), 0.0)
+    lo32, below = br.lo, max(q for q, m in br.points if m > 0 and q < br.lo)
+    assert root64 < lo32 <= root32 and not br.verified
+    br.record(lo32, m0 * (1 - (lo32 / root64) ** 2), 0.0, float64=True)
+    assert br.hi == lo32 and br.lo == below and not br.verified and (lo32, m0 * (1 - (lo32 / root64) ** 2)) in br.points
+    for _ in range(20):
+        if br.done() and br.verified:
+            break
+        p = br.lo if br.done() else br.next_probe()
+        br.record(p, m0 * (1 - (p / root64) ** 2), 0.0, float64=True)
+    assert br.verified and br.lo <= root64 < br.hi and br.hi - br.lo <= 0.01 * br.hi, (br.lo, br.hi)
 
 
 def test_float64_radii_are_rounded_down_to_float32():

@@ -48,11 +48,13 @@ class Bracket:
     def __init__(self, lo: float, eps_max: float, growth: float, rtol: float, tol: float, clean: float | None = None,
                  first: float | None = None):
         self.lo, self.hi, self.eps_max, self.growth, self.rtol, self.tol = lo, eps_max, eps_max, growth, rtol, tol
+        self.start = lo  # the certified radius the search starts from
         self.clean, self.first = clean, eps_max / 1024 if first is None else min(first, eps_max / 1024)
         self.points: list[tuple[float, float]] = []  # (probe, margin bound there)
         self.widths: list[float] = []  # log(hi / lo) after each probe once bracketed
         self.failed = False
         self.verified = False  # lo was certified by a float64 bound (margin > RECHECK_MARGIN)
+        self.certified64: set[float] = set()  # the probes a float64 bound certified
         self.estimate: float | None = None  # the crossing estimate behind the last bracketed probe
 
     def done(self) -> bool:
@@ -71,12 +73,19 @@ class Bracket:
 
     def record(self, eps: float, m: float, r: float, float64: bool = False) -> None:
         """The margin bound m at a probe ε and the radius r its linear bound certifies; ``float64``:
-        a float64 bound, whose certificates need margin > RECHECK_MARGIN and need no re-check."""
-        self.points.append((eps, m))
+        a float64 bound, whose certificates need margin > RECHECK_MARGIN and need no re-check. A float64
+        probe at a float32-certified lo is its re-check: failed, it ends the bracket there, and lo falls
+        back to the largest smaller probe with a positive margin, or to r where that is larger."""
+        self.points = [q for q in self.points if q[0] != eps] + [(eps, m)]  # a float64 bound replaces float32's
         if m > (RECHECK_MARGIN if float64 else 0.0):
             self.lo, self.verified = eps, float64
+            if float64:
+                self.certified64.add(eps)
         else:
-            self.hi, self.failed = eps, True
+            self.hi, self.failed = min(self.hi, eps), True
+            if eps <= self.lo:  # a float64 bound refutes the float32 certificate lo: fall back to a smaller one
+                self.lo = max([q for q, mq in self.points if mq > 0 and q < eps] + [self.start * (self.start < eps)])
+                self.verified = self.lo in self.certified64
             if min(r, eps) > self.lo:
                 self.lo, self.verified = min(r, eps), float64
         if self.failed:

@@ -169,10 +169,14 @@ def search(model, x, y, targets, settings: Settings, lo, growth, group, clean, g
                 if KEEP_FAILED_PROBES and settings.method in ("crown", "alpha-crown") and group == 1 else None)
     for _ in range(100):
         i = [b for b in range(len(lo)) if not brackets[b].done()]
-        if not i:
+        # a finished search whose float32 radius needs the float64 re-check: failed, its bracket goes on below
+        unchecked = [b for b in range(len(lo)) if group64 is not None and brackets[b].done()
+                     and brackets[b].lo > 0 and not brackets[b].verified]
+        if not i and not unchecked:
             break
-        probes = [brackets[b].next_probe() for b in i]
+        probes = [brackets[b].next_probe() for b in i] + [brackets[b].lo for b in unchecked]
         final = [group64 is not None and brackets[b].ends_if_certified(p) for b, p in zip(i, probes)]
+        final, i = final + [True] * len(unchecked), i + unchecked
         for in64 in (False, True):
             k = [n for n, f in enumerate(final) if f == in64]
             if not k:
