@@ -35,9 +35,13 @@ from rnas_lib.verify import certified_radius
 BOX_SUM = AvgPool.window_sums_transpose
 
 
-def general_rule(self, a, size):
+def general_rule(self, a, padding, size):
     """AvgPool's window sums transposed by F.conv_transpose2d at every stride (the baseline)."""
-    return window_sums_by_conv_transpose(a, self.k, self.s, self.p, size)
+    if size is None:
+        size = tuple((a.shape[-2 + d] - 1) * self.s[d] + self.k[d] for d in range(2))
+    N, C = a.shape[:2]
+    z = window_sums_by_conv_transpose(a.reshape(N * C, 1, *a.shape[-2:]), self.k, self.s, padding, size)
+    return z.view(N, C, *size)
 
 
 def timed(fn, repeats=1):

@@ -22,6 +22,11 @@
    probe of the tutorial demo network on the first MNIST test image at ℓ∞ ``--row-budget-eps``, and the
    radii of the first ``--row-budget-digits`` digits for the smoke DARTS_V2 network (ℓ∞); the time of
    each, its ratio to the first budget and the largest difference of the margin bounds and radii.
+5. ``--local``: full CROWN's intermediate rows carried on the windows of their receptive fields
+   (``rnas_lib.certify.local``, nearby neurons chunked together) against rows on the whole map
+   (``refine.LOCAL_MIN_PIXELS`` raised above the image), on one probe of the tutorial demo network
+   at ℓ∞ ``--row-budget-eps`` for each of the first ``--local`` MNIST test images, the two
+   interleaved: the time of each, their ratio and the margin bounds.
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Each batch is certified by ``--workers`` processes (default −1: every usable core; the times are
@@ -32,6 +37,7 @@ Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] 
                                          [--tutorial-networks demo evaluation]
                                          [--skip-smoke] [--probe-memory 20] [--probe-memory-mnist 1]
                                          [--row-budget 256 32 8 2] [--row-budget-eps 2e-3] [--row-budget-digits 20]
+                                         [--local 2]
 """
 from __future__ import annotations
 
@@ -170,6 +176,29 @@ def row_budget(budgets_mib, eps, n_digits, workers):
     refine.ROW_BUDGET = default
 
 
+def local_rows(eps, n_images):
+    """One full-CROWN probe per MNIST image with the intermediate rows on their windows and on the whole map."""
+    default = refine.LOCAL_MIN_PIXELS
+    demo = demo_network("tutorial", progress=False).model.eval()
+    mnist = load_dataset("mnist", False, limit=n_images)
+    seconds = {"windows": 0.0, "whole map": 0.0}
+    for i in range(n_images):
+        margins = {}
+        for label, least in (("windows", default), ("whole map", 10**9)):
+            refine.LOCAL_MIN_PIXELS = least
+            t = time.perf_counter()
+            with torch.no_grad():
+                margins[label] = float(margin_certificate(demo, mnist.x[i : i + 1], mnist.y[i : i + 1], eps, "inf",
+                                                          "crown")[0])
+            seconds[label] += time.perf_counter() - t
+        print(f"  image {i}: margin bound {margins['windows']:.6g} on windows, {margins['whole map']:.6g} on the "
+              f"whole map", flush=True)
+    refine.LOCAL_MIN_PIXELS = default
+    print(f"  tutorial demo network, {n_images} probe(s) at ℓ∞ {eps:g}: rows on their windows "
+          f"{seconds['windows'] / n_images:.1f} s per probe, on the whole map {seconds['whole map'] / n_images:.1f} s "
+          f"({seconds['whole map'] / seconds['windows']:.2f}x); process peak memory {peak_gib():.2f} GiB", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
@@ -192,9 +221,11 @@ def main():
     parser.add_argument("--row-budget", type=float, nargs="+", default=None, metavar="MiB",
                         help="full CROWN timed with its intermediate rows chunked to each of these budgets")
     parser.add_argument("--row-budget-eps", type=float, default=2e-3,
-                        help="ℓ∞ radius of the tutorial demo network's probe in that comparison")
+                        help="ℓ∞ radius of the tutorial demo network's probes in that comparison and in --local's")
     parser.add_argument("--row-budget-digits", type=int, default=20,
                         help="digits certified by the smoke DARTS_V2 network in that comparison")
+    parser.add_argument("--local", type=int, default=0,
+                        help="MNIST images probed by full CROWN with rows on their windows and on the whole map")
     parser.add_argument("--workers", type=int, default=-1, help="processes certifying each batch (-1: every usable core)")
     args = parser.parse_args()
     if args.threads:
@@ -211,6 +242,9 @@ def main():
     if args.row_budget:
         print("full CROWN: intermediate backward rows chunked to a memory budget per coefficient tensor")
         row_budget(args.row_budget, args.row_budget_eps, args.row_budget_digits, workers)
+    if args.local:
+        print("full CROWN: intermediate rows on the windows of their receptive fields, against the whole map")
+        local_rows(args.row_budget_eps, args.local)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import math
 import torch
 
 from .backward import backward
+from .local import local_backward
 from .forward import concretize_linear, forward_mode_images, input_linear, linear_step, tighter_linear
 from .memory import ProbeMemory
 from .state import BoundState
@@ -20,6 +21,13 @@ from .state import BoundState
 #: that the chunk's coefficients stay in the processor's cache through the elementwise steps of the
 #: backward pass, which are bound by memory traffic (benchmarks/bench_verify.py --row-budget)
 ROW_BUDGET = 8 * 2**20
+#: a chunk's rows are neurons of nearby pixels, in tiles of TILE × TILE pixels, so that their backward
+#: pass carries only the window their receptive fields cover (``local.local_backward``)
+TILE = 4
+#: the least input pixels (H·W) for which rows are carried on their windows: on 8×8 digits the windows
+#: cover the map within a layer or two, and cropping costs more than it saves
+#: (benchmarks/bench_verify.py --local)
+LOCAL_MIN_PIXELS = 256
 
 
 def crown_intermediate(state: BoundState, refine: bool = True, forward: bool | None = None,
@@ -119,14 +127,16 @@ def crown_bounds(state: BoundState, z: int, need_low: torch.Tensor, need_up: tor
     their linear functions as (rows, Λ, β): rows (B, S) name a lower bound of neuron i by i ∈ [0, N)
     and an upper bound by N + i (−1: padding), Λ (B, S, n), β (B, S). One backward pass per chunk
     of rows, +e_i for a lower bound (z_i ≥ Λ·x' + β) and −e_i for an upper one (−z_i ≥ …), each
-    image's rows padded to the largest count in the batch."""
+    image's rows padded to the largest count in the batch; the rows of a chunk are neurons of nearby
+    pixels (``row_order``), carried on the window they need (``unit_rows``)."""
     x = state.ball.x
     B, shape = need_low.shape[0], need_low.shape[1:]
     N = math.prod(shape)
     wanted = torch.cat([need_low.reshape(B, N), need_up.reshape(B, N)], 1)  # (B, 2N): lower, then upper
     counts = wanted.sum(1)
     S = int(counts.max())
-    order = torch.argsort((~wanted).to(torch.uint8), dim=1, stable=True)[:, :S]  # wanted rows first
+    local = len(shape) == 3 and math.prod(x.shape[-2:]) >= LOCAL_MIN_PIXELS
+    order = row_order(wanted, shape if local else (N,))[:, :S]
     valid = torch.arange(S, device=wanted.device) < counts[:, None]
     widest = max(math.prod(state.g.shape(i)) for i in range(z + 1))
     chunk = max(1, ROW_BUDGET // (B * widest * x.element_size()))
@@ -136,9 +146,8 @@ def crown_bounds(state: BoundState, z: int, need_low: torch.Tensor, need_up: tor
     for start in range(0, S, chunk):
         idx, ok = order[:, start : start + chunk], valid[:, start : start + chunk]
         sign = torch.where(idx < N, 1.0, -1.0).to(dt) * ok
-        A = torch.zeros(B, idx.shape[1], N, dtype=dt, device=dev)
-        A.scatter_(2, (idx % N).unsqueeze(2), sign.unsqueeze(2))
-        coef, offset = backward(state, z, A.view(B, -1, *shape))
+        A, at = unit_rows(idx % N, ok, sign, shape, local)
+        coef, offset = backward(state, z, A) if at is None else local_backward(state, z, A, at)
         bound.scatter_(1, idx, sign * (offset + state.ball.concretize(coef)))  # ±(lower bound of ±z_i)
         if linear:
             coefs.append(sign.unsqueeze(2) * coef.reshape(B, idx.shape[1], -1))
@@ -149,3 +158,38 @@ def crown_bounds(state: BoundState, z: int, need_low: torch.Tensor, need_up: tor
     if not linear:
         return low, up, None
     return low, up, (torch.where(valid, order, -1), torch.cat(coefs, 1), torch.cat(offsets, 1))
+
+
+def row_order(wanted: torch.Tensor, shape) -> torch.Tensor:
+    """(B, 2N): per image the rows (i < N: lower bound of neuron i, N + i: its upper bound), the
+    ``wanted`` ones first; on (C, H, W) maps ordered by tile of TILE × TILE pixels, then pixel, then
+    channel, then bound, so that consecutive rows share a receptive field."""
+    N = math.prod(shape)
+    r = torch.arange(2 * N, device=wanted.device)
+    if len(shape) == 3:
+        C, H, W = shape
+        neuron = r % N
+        h, w = neuron % (H * W) // W, neuron % W
+        tile = (h // TILE) * -(-W // TILE) + w // TILE
+        pixel = (tile * TILE + h % TILE) * TILE + w % TILE
+        r = ((pixel * C + neuron // (H * W)) * 2 + r // N)
+    key = r + (~wanted).long() * (int(r.max()) + 1)
+    return torch.argsort(key, dim=1)
+
+
+def unit_rows(neuron: torch.Tensor, ok: torch.Tensor, sign: torch.Tensor, shape, local: bool = True) -> tuple:
+    """(A, at): the rows sign·e_neuron (B, R) (zero where not ``ok``) as coefficients on the node, A
+    (B, R, *shape), or with ``local`` on (C, H, W) maps the crop (B, R, C, h, w) of the pixels the
+    rows name, its top-left ``at`` (None: the whole map)."""
+    B, R = neuron.shape
+    if local and len(shape) == 3 and bool(ok.any()):
+        C, H, W = shape
+        h, w = neuron % (H * W) // W, neuron % W
+        top, left = int(h[ok].min()), int(w[ok].min())
+        hh, ww = int(h[ok].max()) + 1 - top, int(w[ok].max()) + 1 - left
+        if (hh, ww) != (H, W):
+            flat = torch.where(ok, neuron // (H * W) * hh * ww + (h - top) * ww + (w - left), 0)
+            A = sign.new_zeros(B, R, C * hh * ww).scatter_(2, flat.unsqueeze(2), sign.unsqueeze(2))
+            return A.view(B, R, C, hh, ww), (top, left)
+    A = sign.new_zeros(B, R, math.prod(shape)).scatter_(2, neuron.unsqueeze(2), sign.unsqueeze(2))
+    return A.view(B, R, *shape), None

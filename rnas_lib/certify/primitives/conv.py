@@ -7,15 +7,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Affine, pair, rows, unrows
+from .base import Affine, cut, pair, rows, unrows
 
 
 class Conv(Affine):
     """y = w ⋆ z + b (F.conv2d); its transpose maps Λ_y to Λ_z = Λ_y ⋆ᵀ w."""
 
+    local = "spatial"
+
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         self.w, self.b, self.groups = weight, bias, groups
         self.stride, self.padding, self.dilation = pair(stride), pair(padding), pair(dilation)
+        self.flipped = None  # the transpose's kernel, built on first use
 
     def forward(self, z):
         y = self.linear(z)
@@ -28,29 +31,41 @@ class Conv(Affine):
         return conv2d(r, self.w.abs(), self.stride, self.padding, self.dilation, self.groups)
 
     def transpose(self, A, in_shapes):
-        a = rows(A)
+        return [unrows(self.transpose_rows(rows(A), self.padding, in_shapes[0][-2:]), A)]
+
+    def local_transpose(self, A, at, in_shapes):
+        """A crop of Λ_y at ``at`` maps to the inputs its outputs read: the transpose without padding
+        (every pixel the window's kernels touch) from (at·s − p), cut to the input map."""
+        z = unrows(self.transpose_rows(rows(A), (0, 0), None), A)
+        return [cut(z, tuple(at[d] * self.stride[d] - self.padding[d] for d in range(2)), in_shapes[0][-2:])]
+
+    def transpose_rows(self, a, padding, size):
+        """a (R, co, h, w) through the transpose of this convolution with ``padding``: (R, ci, *size),
+        or with size None every input pixel it reaches ((h − 1)·s + d·(k − 1) + 1 per side, unpadded)."""
         k = self.w.shape[-2:]
+        if size is None:
+            size = tuple((a.shape[-2 + d] - 1) * self.stride[d] + self.dilation[d] * (k[d] - 1) + 1 for d in range(2))
         # the transpose of a stride-1 convolution is a convolution with the flipped, group-transposed kernel
         g, (co, ci) = self.groups, self.w.shape[:2]
-        wt = self.w.view(g, co // g, ci, *k).transpose(1, 2).reshape(g * ci, co // g, *k).flip(-1, -2)
-        if self.stride == (1, 1) and all(self.dilation[d] * (k[d] - 1) >= self.padding[d] for d in range(2)):
-            pad = tuple(self.dilation[d] * (k[d] - 1) - self.padding[d] for d in range(2))
+        if self.flipped is None:
+            self.flipped = self.w.view(g, co // g, ci, *k).transpose(1, 2).reshape(g * ci, co // g, *k).flip(-1, -2)
+        wt = self.flipped
+        if self.stride == (1, 1) and all(self.dilation[d] * (k[d] - 1) >= padding[d] for d in range(2)):
+            pad = tuple(self.dilation[d] * (k[d] - 1) - padding[d] for d in range(2))
             if g == 1 and math.prod(k) > 1 and 4 * wt.shape[0] <= wt.shape[1]:
-                return [unrows(conv_by_taps(a, wt, pad, self.dilation), A)]
-            return [unrows(conv2d(a, wt, (1, 1), pad, self.dilation, g), A)]
-        if k == (1, 1) and self.padding == (0, 0) and g == 1:
+                return conv_by_taps(a, wt, pad, self.dilation)
+            return conv2d(a, wt, (1, 1), pad, self.dilation, g)
+        if k == (1, 1) and padding == (0, 0) and g == 1:
             # a strided pointwise kernel (DARTS' FactorizedReduce) reads every s-th pixel: its transpose
             # writes the pointwise transpose of a there, zeros elsewhere
-            z = a.new_zeros(len(a), ci, *in_shapes[0][-2:])
+            z = a.new_zeros(len(a), ci, *size)
             z[:, :, :: self.stride[0], :: self.stride[1]] = conv2d(a, wt, (1, 1), (0, 0), (1, 1), 1)
-            return [unrows(z, A)]
+            return z
         out_pad = tuple(
-            in_shapes[0][-2 + d] - ((a.shape[-2 + d] - 1) * self.stride[d] - 2 * self.padding[d]
-                                     + self.dilation[d] * (k[d] - 1) + 1)
+            size[d] - ((a.shape[-2 + d] - 1) * self.stride[d] - 2 * padding[d] + self.dilation[d] * (k[d] - 1) + 1)
             for d in range(2)
         )
-        z = F.conv_transpose2d(a, self.w, None, self.stride, self.padding, out_pad, self.groups, self.dilation)
-        return [unrows(z, A)]
+        return F.conv_transpose2d(a, self.w, None, self.stride, padding, out_pad, self.groups, self.dilation)
 
     def bias_term(self, A):
         return None if self.b is None else (A.sum((-1, -2)) * self.b).sum(-1)
@@ -109,6 +124,8 @@ class Linear(Affine):
 
 class ChannelAffine(Affine):
     """y = scale_c · z + shift_c per channel (BatchNorm with fixed statistics, Normalize)."""
+
+    local = "pointwise"
 
     def __init__(self, scale, shift):
         self.scale, self.shift = scale.view(-1, 1, 1), shift.view(-1, 1, 1)

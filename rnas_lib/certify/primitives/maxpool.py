@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Nonlinear, pair
+from .base import Nonlinear, crop, pair
 
 
 def gather_windows(t, idx):
@@ -61,6 +61,20 @@ class MaxPool(Nonlinear):
         a = A.reshape(B, S, C, -1)
         A_in = a.new_zeros(B, S, C, H * W).scatter_add(3, idx.unsqueeze(1).expand(B, S, C, idx.shape[-1]), a)
         return A_in.view(B, S, C, H, W), (a.clamp(max=0) * c).flatten(2).sum(-1)
+
+    def local_backward(self, A, relax, at):
+        """``backward`` of a crop of Λ (B, S, C, h, w) at ``at``: its windows' inputs j, in the input
+        window their kernels cover (from at·s − p, cut to the map)."""
+        idx, c, (H, W) = relax
+        B, S, C, h, w = A.shape
+        Ho, Wo = (H + 2 * self.p[0] - self.k[0]) // self.s[0] + 1, (W + 2 * self.p[1] - self.k[1]) // self.s[1] + 1
+        idx, c = (crop(t.reshape(*t.shape[:-1], Ho, Wo), at, (h, w)).flatten(-2) for t in (idx, c))
+        top, left = (max(0, at[d] * self.s[d] - self.p[d]) for d in range(2))
+        bottom = min(H, (at[0] + h - 1) * self.s[0] - self.p[0] + self.k[0])
+        right = min(W, (at[1] + w - 1) * self.s[1] - self.p[1] + self.k[1])
+        local_idx = (idx // W - top) * (right - left) + idx % W - left
+        A_in, b = self.backward(A, (local_idx, c, (bottom - top, right - left)))
+        return A_in, b, (None if (top, left, bottom, right) == (0, 0, H, W) else (top, left))
 
     def forward_linear(self, lowL, upL, lowb, upb, relax, n: int, shape):
         """Forward-mode linear bounds: max_i z_i ≥ z_j and ≤ z_j + c (Λ as (B·n, *shape_in), one

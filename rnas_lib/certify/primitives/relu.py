@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Nonlinear
+from .base import Nonlinear, crop
 
 RELU_SLOPES = ("adaptive", "fast-lin")
 
@@ -64,6 +64,10 @@ class ReLU(Nonlinear):
         sli, sui, bui = (t[..., idx] for t in (sl_f, su_f, bu_f))
         out = (a * su_f).index_copy_(2, idx, ai * torch.where(ai >= 0, sli, sui))  # a fresh tensor
         return out.view_as(A), (ai.clamp(max=0) * bui).sum(-1)
+
+    def local_backward(self, A, relax, at):
+        """``backward`` of a crop of Λ at ``at``: the relaxation is per neuron, so the window stays."""
+        return (*self.backward(A, tuple(crop(t, at, A.shape[-2:]) for t in relax)), at)
 
     def forward_linear(self, lowL, upL, lowb, upb, relax, n: int, shape):
         """Forward-mode linear bounds through the relaxation: lower·a_l, upper·a_u + b_u (Λ as

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Affine, pair, rows
+from .base import Affine, crop, cut, pair, rows
 
 
 class AvgPool(Affine):
     """k×k average pool; with count_include_pad=False each window divides by its valid count."""
+
+    local = "spatial"
 
     def __init__(self, kernel, stride, padding, count_include_pad):
         self.k, self.s, self.p = pair(kernel), pair(stride), pair(padding)
@@ -23,27 +25,45 @@ class AvgPool(Affine):
 
     def transpose(self, A, in_shapes):
         H, W = in_shapes[0][-2:]
-        ones = A.new_ones(1, 1, H, W)
-        if self.cip:
-            divisor = float(self.k[0] * self.k[1])
-        else:  # number of valid pixels in each window
-            divisor = F.avg_pool2d(ones, self.k, self.s, self.p, count_include_pad=True) * (self.k[0] * self.k[1])
-        a = rows(A / divisor)
-        z = self.window_sums_transpose(a.reshape(-1, 1, *a.shape[-2:]), (H, W))
+        z = self.window_sums_transpose(rows(A / self.divisor(A, (H, W))), self.p, (H, W))
         return [z.view(A.shape[0], A.shape[1], -1, H, W)]
 
-    def window_sums_transpose(self, a, size):
-        """(N, 1, *size): the transpose of the map z ↦ (sum of z over each k×k window) applied to
-        a (N, 1, Ho, Wo): each input pixel sums a over the windows that hold it. At stride 1 that
-        is a k×k box sum padded by k − 1 − p, i.e. k²·(an average pool that counts the padding)
-        where PyTorch allows that padding (≤ k/2; F.conv2d otherwise): several times faster on a
-        CPU than F.conv_transpose2d, its gradient too (benchmarks/bench_pool_transpose.py)."""
+    def local_transpose(self, A, at, in_shapes):
+        """A crop of Λ_y at ``at`` maps to the pixels its windows cover (from at·s − p, cut to the map)."""
+        H, W = in_shapes[0][-2:]
+        divisor = self.divisor(A, (H, W))
+        if not isinstance(divisor, float):
+            divisor = crop(divisor, at, A.shape[-2:])
+        z = self.window_sums_transpose(rows(A / divisor), (0, 0), None)
+        z = z.view(A.shape[0], A.shape[1], -1, *z.shape[-2:])
+        return [cut(z, tuple(at[d] * self.s[d] - self.p[d] for d in range(2)), (H, W))]
+
+    def divisor(self, A, size):
+        """What each window divides by: k², or (count_include_pad=False) its number of valid pixels (Ho, Wo)."""
+        if self.cip:
+            return float(self.k[0] * self.k[1])
+        ones = A.new_ones(1, 1, *size)
+        return F.avg_pool2d(ones, self.k, self.s, self.p, count_include_pad=True)[0, 0] * (self.k[0] * self.k[1])
+
+    def window_sums_transpose(self, a, padding, size):
+        """(N, C, *size): the transpose of the map z ↦ (sum of z over each k×k window, ``padding``)
+        applied to a (N, C, Ho, Wo): each input pixel sums a over the windows that hold it; with size
+        None every pixel the windows cover ((Ho − 1)·s + k per side, unpadded). At stride 1 that is a
+        k×k box sum padded by k − 1 − p, i.e. k²·(an average pool that counts the padding; padded
+        explicitly beyond the k/2 PyTorch allows): several times faster on a CPU than
+        F.conv_transpose2d, its gradient too (benchmarks/bench_pool_transpose.py)."""
+        if size is None:
+            size = tuple((a.shape[-2 + d] - 1) * self.s[d] + self.k[d] for d in range(2))
+        N, C = a.shape[:2]
+        a = a.reshape(N * C, 1, *a.shape[-2:])
         if self.s != (1, 1):
-            return window_sums_by_conv_transpose(a, self.k, self.s, self.p, size)
-        pad = tuple(self.k[d] - 1 - self.p[d] for d in range(2))
-        if all(2 * pad[d] <= self.k[d] for d in range(2)):
-            return F.avg_pool2d(a, self.k, 1, pad, count_include_pad=True) * (self.k[0] * self.k[1])
-        return F.conv2d(a, a.new_ones(1, 1, *self.k), None, 1, pad)
+            z = window_sums_by_conv_transpose(a, self.k, self.s, padding, size)
+        else:
+            pad = tuple(self.k[d] - 1 - padding[d] for d in range(2))
+            if any(2 * pad[d] > self.k[d] for d in range(2)):
+                a, pad = F.pad(a, (pad[1], pad[1], pad[0], pad[0])), (0, 0)
+            z = F.avg_pool2d(a, self.k, 1, pad, count_include_pad=True) * (self.k[0] * self.k[1])
+        return z.view(N, C, *size)
 
 
 def window_sums_by_conv_transpose(a, k, s, p, size):
@@ -67,6 +87,8 @@ class GlobalAvgPool(Affine):
 class Repeat(Affine):
     """Channels tiled n times: output channel e·C + c is input channel c."""
 
+    local = "pointwise"
+
     def __init__(self, n):
         self.n = n
 
@@ -82,6 +104,8 @@ class Repeat(Affine):
 
 class Slice(Affine):
     """Channels [start, stop) of the input."""
+
+    local = "pointwise"
 
     def __init__(self, start, stop):
         self.start, self.stop = start, stop
@@ -105,13 +129,20 @@ class Crop(Affine):
     def abs_linear(self, r):
         return self.forward(r)
 
+    local = "spatial"
+
     def transpose(self, A, in_shapes):
         return [F.pad(A, (1, 0, 1, 0))]
+
+    def local_transpose(self, A, at, in_shapes):
+        return [(A, (at[0] + 1, at[1] + 1))]
 
 
 class Concat(Affine):
     """Channel concatenation; with ``groups`` = g, the inputs are each split into g groups and
     interleaved group by group (FactorizedReduce of g stacked edges)."""
+
+    local = "pointwise"
 
     def __init__(self, groups=1):
         self.g = groups
@@ -135,6 +166,8 @@ class Concat(Affine):
 
 class ChannelShuffle(Affine):
     """PC-DARTS' channel shuffle with g groups: input channel k·(C/g) + a is output channel a·g + k."""
+
+    local = "pointwise"
 
     def __init__(self, groups):
         self.g = groups

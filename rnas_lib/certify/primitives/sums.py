@@ -12,6 +12,8 @@ from .base import Affine
 class WeightedSum(Affine):
     """Σ_i w_i z_i (w_i scalars, e.g. softmax(α)_o of a mixed edge; None means all ones)."""
 
+    local = "pointwise"
+
     def __init__(self, weights=None):
         self.w = weights
 
@@ -31,6 +33,8 @@ class WeightedSum(Affine):
 
 class EdgeSum(Affine):
     """A supernet node: Σ_i (edge k_i of source i), each source's edges stacked edge-major (C each)."""
+
+    local = "pointwise"
 
     def __init__(self, C, ks):
         self.C, self.ks = C, ks
@@ -52,6 +56,8 @@ class MixedEdges(Affine):
     y_e = Σ_{o∈conv} w_{e,o}·conv_{o,e} + w_{e,max}·mp + w_{e,avg}·ap + w_{e,skip}·skip_e,
     inputs (conv outputs (B, 4nC) op-major then edge-major, mp (B, C), ap (B, C), skip (B, C) or
     (B, nC)); output (B, nC) edge-major. The weights are softmax(α) ≥ 0, so |L| = L."""
+
+    local = "pointwise"
 
     def __init__(self, w, n, C, stride):
         self.n, self.C, self.stride = n, C, stride
