@@ -11,6 +11,7 @@ from torch import nn
 from rnas_lib.certify import refine, search
 from rnas_lib.certify.certificates import bound_state, margin_certificate
 from rnas_lib.certify.memory import ProbeMemory
+from rnas_lib.certify.radius import Bracket
 from rnas_lib.certify.search import certified_radius
 from rnas_lib.certify.settings import Settings
 from rnas_lib.certify.trace import trace
@@ -102,11 +103,14 @@ def test_a_memory_refuses_a_batch():
         margin_certificate(net, x, net(x).argmax(1), 0.01, "inf", "crown", memory=ProbeMemory())
 
 
-@pytest.mark.parametrize("norm", ["inf", 2])
-def test_the_search_with_memories_certifies_the_same_radii_with_fewer_rows(monkeypatch, norm):
+@pytest.mark.parametrize("norm,float64_probes", [("inf", False), (2, False), ("inf", True)])
+def test_the_search_with_memories_certifies_the_same_radii_with_fewer_rows(monkeypatch, norm, float64_probes):
     """certified_radius (crown) with each image's failed probes kept: the radii agree with the search
     that forgets them (within the bracket's resolution), hold against points of the ball, and
-    the backward passes bound fewer rows."""
+    the backward passes bound fewer rows; so too where every probe is a float64 one (float64 probes
+    keep a memory of their own)."""
+    if float64_probes:
+        monkeypatch.setattr(Bracket, "ends_if_certified", lambda self, eps: True)
     net = _net()
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     net32 = _net().float()

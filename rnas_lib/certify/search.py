@@ -164,9 +164,11 @@ def search(model, x, y, targets, settings: Settings, lo, growth, group, clean, g
     brackets = [Bracket(float(lo[b]), float(settings.eps_max), growth, settings.rtol, settings.tol, float(clean[b]),
                         None if first is None else float(first[b])) for b in range(len(lo))]
     model64 = None
-    # full CROWN, one image at a time: each image's failed probes leave their refined bounds for its smaller ones
-    memories = ([ProbeMemory() for _ in brackets]
-                if KEEP_FAILED_PROBES and settings.method in ("crown", "alpha-crown") and group == 1 else None)
+    # full CROWN, one image at a time: each image's failed probes leave their refined bounds for its smaller
+    # ones, float32 probes' for float32 probes and float64 probes' for float64 probes
+    keep = KEEP_FAILED_PROBES and settings.method in ("crown", "alpha-crown")
+    memories = [ProbeMemory() for _ in brackets] if keep and group == 1 else None
+    memories64 = [ProbeMemory() for _ in brackets] if keep and group64 == 1 else None
     for _ in range(100):
         i = [b for b in range(len(lo)) if not brackets[b].done()]
         # a finished search whose float32 radius needs the float64 re-check: failed, its bracket goes on below
@@ -185,7 +187,8 @@ def search(model, x, y, targets, settings: Settings, lo, growth, group, clean, g
             eps = torch.tensor([probes[n] for n in k], dtype=lo.dtype, device=lo.device)
             if in64:
                 model64 = as_float64(model) if model64 is None else model64
-                m, r = float64_certificates(model64, x, y, targets, idx, eps, settings, group64)
+                m, r = float64_certificates(model64, x, y, targets, idx, eps, settings, group64,
+                                            None if memories64 is None else [memories64[b] for b in idx.tolist()])
             else:
                 m, r = grouped_certificates(model, x, y, targets, idx, eps, settings, group,
                                             memories=None if memories is None else [memories[b] for b in idx.tolist()])
@@ -222,11 +225,12 @@ def as_float64(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).double()
 
 
-def float64_certificates(model64, x, y, targets, i, eps, settings: Settings, group):
+def float64_certificates(model64, x, y, targets, i, eps, settings: Settings, group, memories: list | None = None):
     """``grouped_certificates`` of the samples i at radii ``eps`` by the float64 model ``model64``
-    (``as_float64``), with margins held to RECHECK_MARGIN (the re-check of float32 certificates)."""
+    (``as_float64``), with margins held to RECHECK_MARGIN (the re-check of float32 certificates);
+    ``memories``: float64 ``ProbeMemory``s, one per sample."""
     return grouped_certificates(model64, x.double(), y, targets, i, eps.double(), settings, group,
-                                threshold=RECHECK_MARGIN)
+                                threshold=RECHECK_MARGIN, memories=memories)
 
 
 def recheck_radii(model, x, y, targets, lo, which, settings: Settings, group):
