@@ -209,16 +209,16 @@ def test_tutorial_tier_notebooks_on_real_mnist(number, data_root, tmp_path):
 @pytest.mark.notebook
 @pytest.mark.xdist_group("certified")
 def test_retrain_then_certify_notebooks_with_certified_training(tmp_path):
-    """06 retrains DARTS_V2 with certified training (4 epochs; seed 1, so its record stays apart from
+    """06 retrains DARTS_V2 with certified training (2 epochs; seed 1, so its record stays apart from
     the pipeline group's) and records it as DARTS_V2-certified with the regime's settings; 08 with
     training="certified" then certifies it next to its standard twin, by its headline bound and by
     CROWN-IBP (full CROWN, which the notebook adds by default, is left out for time), and tabulates
     certified and PGD accuracy at the table's ε."""
-    out = run_and_check("06", {"seed": 1, "genotype": "DARTS_V2", "training": "certified", "epochs": 4},
+    out = run_and_check("06", {"seed": 1, "genotype": "DARTS_V2", "training": "certified", "epochs": 2},
                         tmp_path / "06.ipynb")
     record = load_json(retrain_record_path("smoke", "DARTS_V2-certified", 1))
     assert record["arch"] == "DARTS_V2" and record["overrides"]["certified"]["eps"] == 0.1
-    assert record["overrides"]["certified"]["warmup_epochs"] == 0 and record["overrides"]["epochs"] == 4
+    assert record["overrides"]["certified"]["warmup_epochs"] == 0 and record["overrides"]["epochs"] == 2
     assert "DARTS_V2-certified" in json.dumps([c.outputs for c in nbformat.read(out, as_version=4).cells
                                               if c.cell_type == "code"])
     run_and_check("08", {"seed": 1, "architectures": ["DARTS_V2"], "training": "certified", "reference": None,
