@@ -84,7 +84,7 @@ class Bracket:
         else:
             self.hi, self.failed = min(self.hi, eps), True
             if eps <= self.lo:  # a float64 bound refutes the float32 certificate lo: fall back to a smaller one
-                self.lo = max([q for q, mq in self.points if mq > 0 and q < eps] + [self.start * (self.start < eps)])
+                self.lo = max([q for q, mq in self.points if mq > 0 and q < eps] + [self.start if self.start < eps else 0.0])
                 self.verified = self.lo in self.certified64
             if min(r, eps) > self.lo:
                 self.lo, self.verified = min(r, eps), float64
