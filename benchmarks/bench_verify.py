@@ -28,6 +28,14 @@
    at ℓ∞ ``--row-budget-eps`` for each of the first ``--local`` MNIST test images, the two
    interleaved: the time of each, their ratio and the margin bounds.
 
+6. ``--precision``: where a float32 full-CROWN bound and its float64 re-check part, on one probe of the
+   tutorial demo network (the ``--precision-image``-th MNIST test image, ℓ∞ ``--precision-eps``; the
+   defaults are a probe of the first image's search whose float32 certificate its re-check refuted):
+   the margin bound from scratch in float32 and in float64, a float64 final pass on the float32
+   intermediate bounds (what the final pass's round-off alone changes), how many intermediate
+   neurons the two precisions leave with a different stability, and the float32 bound after a failed
+   probe at ``--precision-kept-eps`` left its bounds in a ``ProbeMemory`` (as the search's probes read them).
+
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Each batch is certified by ``--workers`` processes (default −1: every usable core; the times are
 wall times of the whole batch). Peak memory is that of the largest process (with workers, each
@@ -37,18 +45,23 @@ Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] 
                                          [--tutorial-networks demo evaluation]
                                          [--skip-smoke] [--probe-memory 20] [--probe-memory-mnist 1]
                                          [--row-budget 256 32 8 2] [--row-budget-eps 2e-3] [--row-budget-digits 20]
-                                         [--local 2]
+                                         [--local 2] [--precision] [--precision-image 0]
+                                         [--precision-eps 2.484392e-3] [--precision-kept-eps 4.132754e-3]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import time
 
 import torch
 
 from rnas_lib.certify import refine, search
-from rnas_lib.certify.certificates import margin_certificate
+from rnas_lib.certify.certificates import bound_state, margin_certificate, margin_rows, spec_certificate
+from rnas_lib.certify.memory import ProbeMemory
+from rnas_lib.certify.settings import Settings
+from rnas_lib.certify.state import BoundState
 from rnas_lib.data import load_dataset
 from rnas_lib.parallel import check_workers
 from rnas_lib.train import demo_network, trained_model
@@ -199,6 +212,43 @@ def local_rows(eps, n_images):
           f"({seconds['whole map'] / seconds['windows']:.2f}x); process peak memory {peak_gib():.2f} GiB", flush=True)
 
 
+def precision(image, eps, kept_eps):
+    """One full-CROWN probe of the tutorial demo network in float32 and float64, and what parts them."""
+    demo = demo_network("tutorial", progress=False).model.eval()
+    mnist = load_dataset("mnist", False, limit=image + 1)
+    x, y = mnist.x[image : image + 1], mnist.y[image : image + 1]
+    settings = Settings(method="crown")
+    models, states, margins = {}, {}, {}
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.float64):
+            models[dtype] = copy.deepcopy(demo).to(dtype)
+            t = time.perf_counter()
+            states[dtype], _ = bound_state(models[dtype], x.to(dtype), eps, settings)
+            spec = margin_rows(models[dtype], x.to(dtype), y, None)
+            margins[dtype] = float(spec_certificate(states[dtype], spec, "crown", settings.alpha_steps)[0].amin())
+            print(f"  {dtype}: margin bound {margins[dtype]:.6g} from scratch ({time.perf_counter() - t:.1f} s)", flush=True)
+        s32, s64 = states[torch.float32], states[torch.float64]
+        mixed = BoundState(s64.g, s64.ball, s64.relu_slope)
+        mixed.pre.update({z: (l.double(), u.double()) for z, (l, u) in s32.pre.items()})
+        spec = margin_rows(models[torch.float64], x.double(), y, None)
+        final64 = float(spec_certificate(mixed, spec, "crown", settings.alpha_steps)[0].amin())
+        unstable = {dt: {z: (l < 0) & (u > 0) for z, (l, u) in st.pre.items()} for dt, st in states.items()}
+        changed = sum(int((unstable[torch.float32][z] != unstable[torch.float64][z]).sum()) for z in s64.pre)
+        total = sum(int(v.sum()) for v in unstable[torch.float64].values())
+        print(f"  float64 final pass on the float32 intermediate bounds: {final64:.6g} ({abs(final64 - margins[torch.float32]):.2g} "
+              f"from float32's); {changed} of the {total} neurons unstable in float64 differ in stability", flush=True)
+        memory = ProbeMemory()
+        kept = float(margin_certificate(models[torch.float32], x, y, kept_eps, "inf", "crown", memory=memory)[0])
+        if memory.rows:
+            after = float(margin_certificate(models[torch.float32], x, y, eps, "inf", "crown", memory=memory)[0])
+            print(f"  float32 after a failed probe at {kept_eps:g} (margin bound {kept:.4g}) kept its bounds: "
+                  f"{after:.6g} ({after - margins[torch.float32]:+.3g} on the bound from scratch); process peak "
+                  f"memory {peak_gib():.2f} GiB", flush=True)
+        else:
+            print(f"  the probe at {kept_eps:g} certified (margin bound {kept:.4g}): it keeps no bounds; pass a larger "
+                  "--precision-kept-eps", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
@@ -226,8 +276,18 @@ def main():
                         help="digits certified by the smoke DARTS_V2 network in that comparison")
     parser.add_argument("--local", type=int, default=0,
                         help="MNIST images probed by full CROWN with rows on their windows and on the whole map")
+    parser.add_argument("--precision", action="store_true",
+                        help="one probe in float32 and float64, and what parts the two (minutes)")
+    parser.add_argument("--precision-image", type=int, default=0, help="the MNIST test image of that probe")
+    parser.add_argument("--precision-eps", type=float, default=2.484392e-3, help="its ℓ∞ radius")
+    parser.add_argument("--precision-kept-eps", type=float, default=4.132754e-3,
+                        help="the radius of the failed probe whose bounds the float32 probe then reads")
     parser.add_argument("--workers", type=int, default=-1, help="processes certifying each batch (-1: every usable core)")
     args = parser.parse_args()
+    if args.precision and not (args.precision_image >= 0 and 0 < args.precision_eps < args.precision_kept_eps):
+        parser.error(f"--precision needs an image index ≥ 0 and 0 < --precision-eps < --precision-kept-eps (the failed "
+                     f"probe's bounds hold on smaller balls only); got {args.precision_image}, {args.precision_eps}, "
+                     f"{args.precision_kept_eps}")
     if args.threads:
         torch.set_num_threads(args.threads)
     workers = check_workers(args.workers)
@@ -245,6 +305,9 @@ def main():
     if args.local:
         print("full CROWN: intermediate rows on the windows of their receptive fields, against the whole map")
         local_rows(args.row_budget_eps, args.local)
+    if args.precision:
+        print("full CROWN in float32 and float64: the same ball, from scratch and after a failed larger probe")
+        precision(args.precision_image, args.precision_eps, args.precision_kept_eps)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,9 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     crown-ibp's, ×4). Only unfinished samples are bounded at each probe: one image at a time for
     crown, as many as fit in memory for crown-forward, all together for the others.
     ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
-    where that fails, the search goes on below it (float32 and float64 bounds near the crossing can
-    differ by more than float32's margin there). The probe expected to
+    where that fails, the search goes on below it (a float32 probe reads the bounds its image's failed
+    float32 probes kept, which lift its margin near the crossing above what a float64 bound, reading
+    only float64 probes' bounds, reaches). The probe expected to
     end a sample's search (below the crossing estimate, closing the bracket) is bounded in float64
     directly, so a radius it certifies needs no re-check.
     eps_max defaults to 1 for ℓ∞ (the whole [0, 1] box) and √(C·H·W) for ℓ2 (its diameter).
