@@ -149,12 +149,12 @@ def plot_rank_change(table, norm: str = "linf", ax=None):
     crossing lines are architectures that the choice of bound reorders."""
     import matplotlib.pyplot as plt
 
-    from .plots import _arch_colors
+    from .plots import arch_colors
 
     r = ranks(table, norm)
     if ax is None:
         _, ax = plt.subplots(figsize=(1.6 + 1.6 * r.shape[1], 3.8))
-    colors = _arch_colors(list(dict.fromkeys(table["arch"])))  # the colours of plot_radius_by_bound
+    colors = arch_colors(list(dict.fromkeys(table["arch"])))  # the colours of plot_radius_by_bound
     x = np.arange(r.shape[1])
     for arch, row in r.iterrows():
         ax.plot(x, row.to_numpy(), "-o", color=colors[arch], ms=4)

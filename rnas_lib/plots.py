@@ -582,7 +582,8 @@ def attack_vs_certificate(eps_grid, attacked: dict, certified: dict, norm="inf",
 
 
 # ----------------------------------------------------------------------------- studies (notebook 09)
-def _arch_colors(archs) -> dict:
+def arch_colors(archs) -> dict:
+    """One matplotlib cycle colour per architecture, in the order given (the studies' plots share them)."""
     return {a: f"C{i % 10}" for i, a in enumerate(archs)}
 
 
@@ -592,7 +593,7 @@ def study_scatter(table, x: str = "clean_acc", y: str = "pgd_linf_acc", xlabel: 
     mean over seeds as a larger outlined marker."""
     ax = _axes(ax, (5.2, 4.0))
     archs = list(dict.fromkeys(table["arch"]))
-    colors = _arch_colors(archs)
+    colors = arch_colors(archs)
     for arch in archs:
         rows = table[table["arch"] == arch]
         ax.scatter(rows[x], rows[y], s=18, alpha=0.55, color=colors[arch])
@@ -608,7 +609,7 @@ def metric_by_method(table, column: str, ylabel: str | None = None, ax=None):
     """Every run's value of ``column`` per architecture (dots), with the mean ± std over seeds."""
     ax = _axes(ax, (0.6 + 0.55 * table["arch"].nunique(), 3.2))
     archs = list(dict.fromkeys(table["arch"]))
-    colors = _arch_colors(archs)
+    colors = arch_colors(archs)
     for k, arch in enumerate(archs):
         values = table.loc[table["arch"] == arch, column].to_numpy(dtype=float)
         ax.scatter(np.full(len(values), k) + np.linspace(-0.12, 0.12, len(values)), values, s=14,
@@ -629,7 +630,7 @@ def study_accuracy_vs_eps(curves, attack: str = "pgd", norm: str = "inf", ax=Non
     if rows.empty:
         raise ValueError(f"no {attack} records in ℓ{norm}; attacks present: {sorted(set(curves['attack']))}")
     archs = list(dict.fromkeys(rows["arch"]))
-    colors = _arch_colors(archs)
+    colors = arch_colors(archs)
     for arch in archs:
         stats = rows[rows["arch"] == arch].groupby("eps")["accuracy"].agg(["mean", "std"]).fillna(0.0)
         ax.plot(stats.index, stats["mean"], "-o", ms=3, color=colors[arch], label=arch)
