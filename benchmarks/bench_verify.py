@@ -46,7 +46,8 @@ Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] 
                                          [--skip-smoke] [--probe-memory 20] [--probe-memory-mnist 1]
                                          [--row-budget 256 32 8 2] [--row-budget-eps 2e-3] [--row-budget-digits 20]
                                          [--local 2] [--precision] [--precision-image 0]
-                                         [--precision-eps 2.484392e-3] [--precision-kept-eps 4.132754e-3]
+                                         [--precision-eps 2.484392374753952e-3]
+                                         [--precision-kept-eps 4.132754169404507e-3]
 """
 from __future__ import annotations
 
@@ -279,8 +280,8 @@ def main():
     parser.add_argument("--precision", action="store_true",
                         help="one probe in float32 and float64, and what parts the two (minutes)")
     parser.add_argument("--precision-image", type=int, default=0, help="the MNIST test image of that probe")
-    parser.add_argument("--precision-eps", type=float, default=2.484392e-3, help="its ℓ∞ radius")
-    parser.add_argument("--precision-kept-eps", type=float, default=4.132754e-3,
+    parser.add_argument("--precision-eps", type=float, default=2.484392374753952e-3, help="its ℓ∞ radius")
+    parser.add_argument("--precision-kept-eps", type=float, default=4.132754169404507e-3,
                         help="the radius of the failed probe whose bounds the float32 probe then reads")
     parser.add_argument("--workers", type=int, default=-1, help="processes certifying each batch (-1: every usable core)")
     args = parser.parse_args()
