@@ -19,6 +19,7 @@ from rnas_lib.bounds import margin_lower_bound, output_bounds, trace
 from rnas_lib.certify import forward
 from rnas_lib.certify.ball import Ball
 from rnas_lib.certify.primitives import AvgPool, Conv, MaxPool, ReLU, conv_by_taps
+from rnas_lib.certify.primitives.maxpool import window_choice
 from rnas_lib.certify.refine import undecided
 from rnas_lib.certify.state import BoundState
 from rnas_lib.data import load_dataset, search_split
@@ -421,6 +422,22 @@ def test_maxpool_relaxation_brackets_the_max():
         zj = z.flatten(2).gather(2, idx)
         m = op.forward(z).flatten(2)
         assert (zj <= m + 1e-12).all() and (m <= zj + c[:, 0] + 1e-12).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_maxpool_choice_ignores_round_off_ties(dtype):
+    """The max pool's input j: the largest lower bound; among lower bounds equal up to a few ulps, the
+    largest upper bound; among those, the first, wherever the ulps fall (windows on axis 2)."""
+    ulp = torch.finfo(dtype).eps
+    lw = torch.tensor([[[[1.0], [1.0 + 2 * ulp], [1.0 - 2 * ulp], [0.5]]],   # a tie: the first
+                       [[[1.0], [1.0 + 2 * ulp], [1.0 - 2 * ulp], [0.5]]],   # a tie, broken by u: the third
+                       [[[1.0], [1.5], [1.0], [0.5]]],                       # a clear maximum
+                       [[[-3.0], [-3.0 - 8 * ulp], [2.0 + 4 * ulp], [2.0]]]], dtype=dtype)
+    uw = torch.tensor([[[[2.0], [2.0], [2.0 - 4 * ulp], [9.0]]],
+                       [[[2.0], [2.0], [3.0], [9.0]]],
+                       [[[2.0], [2.0], [3.0], [9.0]]],
+                       [[[0.0], [0.0], [2.5], [2.5 + 4 * ulp]]]], dtype=dtype)
+    assert window_choice(lw, uw).view(-1).tolist() == [0, 2, 1, 2]
 
 
 @pytest.mark.parametrize("B,S,per_row_slopes", [(1, 1, False), (1, 7, False), (3, 5, False), (1, 4, True), (2, 4, True)])

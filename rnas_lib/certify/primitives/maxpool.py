@@ -2,8 +2,12 @@
 
 Over a window W with input bounds [l_i, u_i]: let j = argmax_i l_i; then
     z_j ≤ max_i z_i ≤ z_j + max(0, max_{i≠j} u_i − l_j)
-(sound: if the max is some z_k, k ≠ j, then z_k ≤ u_k ≤ l_j + c ≤ z_j + c), exact when z_j
-dominates the window. Both lines have slope 1 on z_j, so only the offset depends on the sign.
+(sound: if the max is some z_k, k ≠ j, then z_k ≤ u_k ≤ l_j + c ≤ z_j + c, for any j), exact when
+z_j dominates the window. Both lines have slope 1 on z_j, so only the offset depends on the sign.
+Inputs whose bounds are equal in exact arithmetic (a constant background) come out of the bounding
+passes a few ulps apart, by an amount that depends on how the rows were chunked; so j is the input of
+largest l, then of largest u, among those within round-off (``TIE_ULPS``) of the window's largest,
+then the first, and the relaxation does not depend on the chunking.
 """
 from __future__ import annotations
 
@@ -13,6 +17,24 @@ import torch
 import torch.nn.functional as F
 
 from .base import Nonlinear, crop, pair
+
+
+#: bounds within this many machine epsilons (relative to 1 + |the window's largest|) of it count as equal
+TIE_ULPS = 64
+
+
+def window_choice(lw: torch.Tensor, uw: torch.Tensor) -> torch.Tensor:
+    """(B, C, 1, L): per window (inputs on axis 2) the input j of ``MaxPool``: the largest lower bound,
+    then the largest upper bound, each up to round-off, then the first."""
+    tol = TIE_ULPS * torch.finfo(lw.dtype).eps
+
+    def near_max(t, among):
+        t = torch.where(among, t, -math.inf)
+        top = t.amax(2, keepdim=True)
+        return among & ((t == top) | (t >= top - tol * (1 + top.abs())))  # == for an infinite top
+
+    best = near_max(uw, near_max(lw, torch.ones_like(lw, dtype=torch.bool)))
+    return best.to(torch.uint8).argmax(2, keepdim=True)  # the first of the largest
 
 
 def gather_windows(t, idx):
@@ -40,12 +62,12 @@ class MaxPool(Nonlinear):
         return F.unfold(F.pad(t, (pw, pw, ph, ph), value=-math.inf), (kh, kw), stride=(sh, sw)).view(B, C, kh * kw, -1)
 
     def relaxation(self, l, u, relu_slope: str | None = None):
-        """For each window: flat input index of j = argmax l (B, C, L), the offset c ≥ 0 (B, 1, C, L)
-        and the input's spatial size (``relu_slope`` is not used)."""
+        """For each window: flat input index of j (``window_choice``) (B, C, L), the offset c ≥ 0
+        (B, 1, C, L) and the input's spatial size (``relu_slope`` is not used)."""
         B, C, H, W = l.shape
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
         lw, uw = self.windows(l), self.windows(u)
-        j = lw.argmax(2, keepdim=True)
+        j = window_choice(lw, uw)
         u_others = uw.scatter(2, j, -math.inf).amax(2)
         c = (u_others - lw.gather(2, j).squeeze(2)).clamp(min=0)
         Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
@@ -88,7 +110,7 @@ class MaxPool(Nonlinear):
 
     def undecided(self, l, u, v) -> tuple[torch.Tensor, torch.Tensor]:
         """(low, up): in each window whose maximum no input is known to attain (max_{i≠j} u_i > l_j,
-        j = argmax l) but one input attains alone at the clean point v (so tighter bounds could
+        j of ``window_choice``) but one input attains alone at the clean point v (so tighter bounds could
         decide it), the inputs that decide its relaxation: j and every i with u_i > l_j, at both
         ends. The offset c = max_{i≠j} u_i − l_j reads only l_j and the rivals' u_i, but forward
         mode carries j's upper line on, and the input's other consumers (skip, average pool, ReLU)
@@ -99,7 +121,7 @@ class MaxPool(Nonlinear):
         if lw.shape[2] < 2:  # 1×1 windows: the identity, nothing to decide
             none = torch.zeros_like(l, dtype=torch.bool)
             return none, none
-        j = lw.argmax(2, keepdim=True)
+        j = window_choice(lw, uw)
         lj = lw.gather(2, j)
         top2 = self.windows(v).topk(2, dim=2).values
         open_ = (uw.scatter(2, j, -math.inf).amax(2, keepdim=True) > lj) & (top2[:, :, :1] > top2[:, :, 1:])
