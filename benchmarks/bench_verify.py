@@ -52,7 +52,6 @@ Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] 
 from __future__ import annotations
 
 import argparse
-import copy
 import resource
 import time
 
@@ -219,20 +218,19 @@ def precision(image, eps, kept_eps):
     mnist = load_dataset("mnist", False, limit=image + 1)
     x, y = mnist.x[image : image + 1], mnist.y[image : image + 1]
     settings = Settings(method="crown")
-    models, states, margins = {}, {}, {}
+    models = {torch.float32: demo, torch.float64: search.as_float64(demo)}
+    states, specs, margins = {}, {}, {}
     with torch.no_grad():
-        for dtype in (torch.float32, torch.float64):
-            models[dtype] = copy.deepcopy(demo).to(dtype)
+        for dtype, model in models.items():
             t = time.perf_counter()
-            states[dtype], _ = bound_state(models[dtype], x.to(dtype), eps, settings)
-            spec = margin_rows(models[dtype], x.to(dtype), y, None)
-            margins[dtype] = float(spec_certificate(states[dtype], spec, "crown", settings.alpha_steps)[0].amin())
+            states[dtype], _ = bound_state(model, x.to(dtype), eps, settings)
+            specs[dtype] = margin_rows(model, x.to(dtype), y, None)
+            margins[dtype] = float(spec_certificate(states[dtype], specs[dtype], "crown", settings.alpha_steps)[0].amin())
             print(f"  {dtype}: margin bound {margins[dtype]:.6g} from scratch ({time.perf_counter() - t:.1f} s)", flush=True)
         s32, s64 = states[torch.float32], states[torch.float64]
         mixed = BoundState(s64.g, s64.ball, s64.relu_slope)
         mixed.pre.update({z: (l.double(), u.double()) for z, (l, u) in s32.pre.items()})
-        spec = margin_rows(models[torch.float64], x.double(), y, None)
-        final64 = float(spec_certificate(mixed, spec, "crown", settings.alpha_steps)[0].amin())
+        final64 = float(spec_certificate(mixed, specs[torch.float64], "crown", settings.alpha_steps)[0].amin())
         unstable = {dt: {z: (l < 0) & (u > 0) for z, (l, u) in st.pre.items()} for dt, st in states.items()}
         changed = sum(int((unstable[torch.float32][z] != unstable[torch.float64][z]).sum()) for z in s64.pre)
         total = sum(int(v.sum()) for v in unstable[torch.float64].values())
