@@ -37,6 +37,14 @@ def window_choice(lw: torch.Tensor, uw: torch.Tensor) -> torch.Tensor:
     return best.to(torch.uint8).argmax(2, keepdim=True)  # the first of the largest
 
 
+def window_gap(lw: torch.Tensor, uw: torch.Tensor) -> tuple:
+    """(j, l_j, max_{i≠j} u_i − l_j), each (B, C, 1, L): per window the input j (``window_choice``), its
+    lower bound, and the upper line's offset before it is clamped at 0 (the window is open where it is > 0)."""
+    j = window_choice(lw, uw)
+    lj = lw.gather(2, j)
+    return j, lj, uw.scatter(2, j, -math.inf).amax(2, keepdim=True) - lj
+
+
 def gather_windows(t, idx):
     """(B, C, L): t (B, C, H, W) at the flat index idx (B, C, L) of each of the L windows."""
     return t.flatten(2).gather(2, idx).view(*t.shape[:2], -1)
@@ -66,10 +74,8 @@ class MaxPool(Nonlinear):
         (B, 1, C, L) and the input's spatial size (``relu_slope`` is not used)."""
         B, C, H, W = l.shape
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
-        lw, uw = self.windows(l), self.windows(u)
-        j = window_choice(lw, uw)
-        u_others = uw.scatter(2, j, -math.inf).amax(2)
-        c = (u_others - lw.gather(2, j).squeeze(2)).clamp(min=0)
+        j, _, gap = window_gap(self.windows(l), self.windows(u))
+        c = gap.squeeze(2).clamp(min=0)
         Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
         j = j.squeeze(2)
         rows = (torch.arange(Ho, device=l.device) * sh - ph).repeat_interleave(Wo) + j // kw
@@ -121,10 +127,9 @@ class MaxPool(Nonlinear):
         if lw.shape[2] < 2:  # 1×1 windows: the identity, nothing to decide
             none = torch.zeros_like(l, dtype=torch.bool)
             return none, none
-        j = window_choice(lw, uw)
-        lj = lw.gather(2, j)
+        j, lj, gap = window_gap(lw, uw)
         top2 = self.windows(v).topk(2, dim=2).values
-        open_ = (uw.scatter(2, j, -math.inf).amax(2, keepdim=True) > lj) & (top2[:, :, :1] > top2[:, :, 1:])
+        open_ = (gap > 0) & (top2[:, :, :1] > top2[:, :, 1:])
         candidate = open_ & ((uw > lj) | (torch.arange(lw.shape[2], device=l.device).view(1, 1, -1, 1) == j))
         cover = F.fold(candidate.to(l.dtype).reshape(B, -1, lw.shape[3]), (H, W), self.k, padding=self.p, stride=self.s)
         return cover > 0, cover > 0
