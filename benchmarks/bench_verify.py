@@ -35,6 +35,11 @@
    intermediate bounds (what the final pass's round-off alone changes), how many intermediate
    neurons the two precisions leave with a different stability, and the float32 bound after a failed
    probe at ``--precision-kept-eps`` left its bounds in a ``ProbeMemory`` (as the search's probes read them).
+7. ``--starts N``: full CROWN's radius search started from the crown-ibp radius refined by crown-forward's,
+   against crown-ibp's alone (``search.FORWARD_START_MAX_INPUTS``: the library starts with crown-forward
+   on 8×8 digits, not on 28×28 MNIST), on the same cases as ``--probe-memory`` (``--starts-mnist``
+   MNIST images of the tutorial demo network): the time of each, their ratio and the largest relative
+   difference of the radii.
 
 Radii in pixel units; every radius is a sound certificate (float32, re-checked in float64).
 Each batch is certified by ``--workers`` processes (default −1: every usable core; the times are
@@ -44,6 +49,7 @@ Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] 
                                          [--norms inf 2] [--tutorial] [--tutorial-n 10] [--tutorial-crown-n 10]
                                          [--tutorial-networks demo evaluation]
                                          [--skip-smoke] [--probe-memory 20] [--probe-memory-mnist 1]
+                                         [--starts 100] [--starts-mnist 2]
                                          [--row-budget 256 32 8 2] [--row-budget-eps 2e-3] [--row-budget-digits 20]
                                          [--local 2] [--precision] [--precision-image 0]
                                          [--precision-eps 2.484392374753952e-3]
@@ -52,6 +58,7 @@ Usage: python benchmarks/bench_verify.py [--n 100] [--threads 2] [--workers -1] 
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import time
 
@@ -134,31 +141,55 @@ def certify_mnist(model, n, n_crown, workers):
               f"{rec['seconds'] / count:7.1f} s per image  process peak memory {peak_gib():.2f} GiB", flush=True)
 
 
-def probe_memory(n, n_mnist, workers):
-    """Full CROWN with each image's failed probes kept for its smaller ones, against every probe from scratch."""
+def full_crown_cases(n, n_mnist):
+    """(label, model, data, norm): the first n digits for the smoke DARTS_V2 and PC_DARTS networks (ℓ∞
+    and ℓ2) and the first n_mnist MNIST test images for the tutorial demo network (ℓ∞)."""
     cases = []
     if n > 0:
         digits = load_dataset("digits", False).subset(slice(0, n))
         for arch in ("DARTS_V2", "PC_DARTS"):
             model = trained_model(arch, "smoke", progress=False).model.eval()
-            cases += [(f"smoke {arch}, {n} digits, {name}", model, digits, norm) for norm, name in ((float("inf"), "ℓ∞"), (2, "ℓ2"))]
+            cases += [(f"smoke {arch}, {n} digits, {name}", model, digits, norm) for norm, name in (("inf", "ℓ∞"), (2, "ℓ2"))]
     if n_mnist > 0:
         model = demo_network("tutorial", progress=False).model.eval()
         cases.append((f"tutorial demo network, {n_mnist} MNIST image(s), ℓ∞", model,
-                      load_dataset("mnist", False, limit=n_mnist), float("inf")))
+                      load_dataset("mnist", False, limit=n_mnist), "inf"))
+    return cases
+
+
+def full_crown_two_ways(cases, ways, workers):
+    """Full-CROWN radii of each case two ways, ``ways`` = ((name, set up), (name, set up)), the second
+    left set up: the time of each, their ratio and the largest relative difference of the radii."""
     for label, model, data, norm in cases:
-        norm = "inf" if norm == float("inf") else 2
-        seconds, radii = {}, {}
-        for keep in (False, True):
-            search.KEEP_FAILED_PROBES = keep
+        seconds, radii = [], []
+        for _, set_up in ways:
+            set_up()
             t = time.perf_counter()
-            radii[keep] = certified_radius(model, data.x, data.y, norm, "crown", workers=workers)
-            seconds[keep] = time.perf_counter() - t
-        search.KEEP_FAILED_PROBES = True
-        rel = ((radii[True] - radii[False]).abs() / radii[False].clamp(min=1e-12))[radii[False] > 0]
-        print(f"  {label}: every probe from scratch {seconds[False]:.1f} s, failed probes kept {seconds[True]:.1f} s "
-              f"({seconds[False] / seconds[True]:.2f}x); radii differ by at most {float(rel.max()):.2%} "
-              f"(mean radius {float(radii[False].mean()):.4g} vs {float(radii[True].mean()):.4g})", flush=True)
+            radii.append(certified_radius(model, data.x, data.y, norm, "crown", workers=workers))
+            seconds.append(time.perf_counter() - t)
+        rel = ((radii[1] - radii[0]).abs() / radii[0].clamp(min=1e-12))[radii[0] > 0]
+        print(f"  {label}: {ways[0][0]} {seconds[0]:.1f} s, {ways[1][0]} {seconds[1]:.1f} s "
+              f"({seconds[0] / seconds[1]:.2f}x); radii differ by at most {float(rel.max()):.2%} "
+              f"(mean radius {float(radii[0].mean()):.4g} vs {float(radii[1].mean()):.4g})", flush=True)
+
+
+def probe_memory(n, n_mnist, workers):
+    """Full CROWN with each image's failed probes kept for its smaller ones, against every probe from scratch."""
+    def keep(flag):
+        return lambda: setattr(search, "KEEP_FAILED_PROBES", flag)
+    full_crown_two_ways(full_crown_cases(n, n_mnist), (("every probe from scratch", keep(False)),
+                                                       ("failed probes kept", keep(True))), workers)
+
+
+def crown_starts(n, n_mnist, workers):
+    """Full CROWN's search started from the crown-ibp radius refined by crown-forward's, against
+    crown-ibp's alone (``search.FORWARD_START_MAX_INPUTS`` above every image, then 0)."""
+    def start(max_inputs):
+        return lambda: setattr(search, "FORWARD_START_MAX_INPUTS", max_inputs)
+    default = search.FORWARD_START_MAX_INPUTS
+    full_crown_two_ways(full_crown_cases(n, n_mnist), (("crown-forward start", start(math.inf)),
+                                                       ("crown-ibp start alone", start(0))), workers)
+    search.FORWARD_START_MAX_INPUTS = default
 
 
 def row_budget(budgets_mib, eps, n_digits, workers):
@@ -267,6 +298,10 @@ def main():
                         help="digits certified by full CROWN with and without the failed probes' bounds kept")
     parser.add_argument("--probe-memory-mnist", type=int, default=0,
                         help="MNIST images of the tutorial demo network in that comparison (minutes each)")
+    parser.add_argument("--starts", type=int, default=0,
+                        help="digits certified by full CROWN started from crown-ibp alone and from crown-forward too")
+    parser.add_argument("--starts-mnist", type=int, default=0,
+                        help="MNIST images of the tutorial demo network in that comparison (minutes each)")
     parser.add_argument("--row-budget", type=float, nargs="+", default=None, metavar="MiB",
                         help="full CROWN timed with its intermediate rows chunked to each of these budgets")
     parser.add_argument("--row-budget-eps", type=float, default=2e-3,
@@ -298,6 +333,9 @@ def main():
     if args.probe_memory or args.probe_memory_mnist:
         print("full CROWN: failed probes' bounds kept for the smaller probes, against every probe from scratch")
         probe_memory(args.probe_memory, args.probe_memory_mnist, workers)
+    if args.starts or args.starts_mnist:
+        print("full CROWN: the search started from the crown-ibp radius alone, against crown-ibp then crown-forward")
+        crown_starts(args.starts, args.starts_mnist, workers)
     if args.row_budget:
         print("full CROWN: intermediate backward rows chunked to a memory budget per coefficient tensor")
         row_budget(args.row_budget, args.row_budget_eps, args.row_budget_digits, workers)

@@ -379,18 +379,22 @@ def test_a_refuted_float32_radius_is_searched_again_below_it(monkeypatch):
                for n in range(len(x)))
 
 
-@pytest.mark.parametrize("forward_start", [True, False])
-def test_full_crown_starts_from_crown_forward_only_where_it_fits(monkeypatch, forward_start):
-    """crown's search starts from the crown-ibp radius refined by crown-forward's where forward-mode
-    bounds fit in FORWARD_MEMORY (crown uses them there too); elsewhere from crown-ibp's alone. The
-    radii are certificates either way."""
+@pytest.mark.parametrize("case", ["small images", "large images", "forward mode does not fit"])
+def test_full_crown_starts_from_crown_forward_only_on_small_images_where_it_fits(monkeypatch, case):
+    """crown's search starts from the crown-ibp radius, refined by crown-forward's on images of at most
+    FORWARD_START_MAX_INPUTS inputs where forward-mode bounds fit in FORWARD_MEMORY (on larger images a
+    crown probe at a small radius costs about as much as a crown-forward one); its probes grow ×1.5
+    where forward-mode bounds fit, else ×4. The radii are certificates either way."""
     from rnas_lib.certify import forward, search as search_module
 
-    if not forward_start:
+    if case == "large images":
+        monkeypatch.setattr(search_module, "FORWARD_START_MAX_INPUTS", 80)  # the images have 81 inputs
+    if case == "forward mode does not fit":
         monkeypatch.setattr(forward, "FORWARD_MEMORY", 0)
     searched = []
     search = search_module.search
-    monkeypatch.setattr(search_module, "search", lambda *a, **k: searched.append(a[4].method) or search(*a, **k))
+    monkeypatch.setattr(search_module, "search",
+                        lambda *a, **k: searched.append((a[4].method, k["growth"])) or search(*a, **k))
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).double()
     x = torch.rand(3, 1, 9, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -399,7 +403,9 @@ def test_full_crown_starts_from_crown_forward_only_where_it_fits(monkeypatch, fo
     with torch.no_grad():
         y = net(x).argmax(1)
     r = certified_radius(net, x, y, "inf", "crown", eps_max=0.5)
-    assert searched == (["crown-ibp", "crown-forward", "crown"] if forward_start else ["crown-ibp", "crown"])
+    assert searched == {"small images": [("crown-ibp", 4.0), ("crown-forward", 4.0), ("crown", 1.5)],
+                        "large images": [("crown-ibp", 4.0), ("crown", 1.5)],
+                        "forward mode does not fit": [("crown-ibp", 4.0), ("crown", 4.0)]}[case]
     assert (r > 0).all() and (attack(net, x, y, r, "inf") > 0).all()
 
 
@@ -486,9 +492,10 @@ def test_radius_search_brackets_the_crossing_to_its_resolution(root, shape):
 
 @pytest.mark.parametrize("shape", ["concave", "linear", "quartic"])
 def test_radius_search_grows_fast_while_the_margin_stays_near_the_clean_one(shape):
-    """From a start 10⁴× below the crossing (crown after crown-forward at 28×28), growth ×1.5 alone
-    needs ~23 probes to get there; knowing m(0) the search gets there in a few, and still brackets
-    the crossing to its resolution, whether the drop grows linearly, quadratically or faster."""
+    """From a start 10⁴× below the crossing (full CROWN at 28×28 starts where crown-ibp failed, thousands
+    of times below its crossing), growth ×1.5 alone needs ~23 probes to get there; knowing m(0) the
+    search gets there in a few, and still brackets the crossing to its resolution, whether the drop
+    grows linearly, quadratically or faster."""
     root, m0 = 0.2137, 6.0
     margin = {"concave": lambda e: m0 * (1 - (e / root) ** 2), "linear": lambda e: m0 * (1 - e / root),
               "quartic": lambda e: m0 * (1 - (e / root) ** 4)}[shape]

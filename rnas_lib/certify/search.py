@@ -23,7 +23,7 @@ from ..batchnorm import check_certifiable, frozen_batch_statistics
 from ..parallel import check_workers, in_processes
 from .ball import check_ball
 from .certificates import check_labels, margin_certificate, margin_spec
-from .forward import forward_mode_images
+from .forward import FORWARD_MAX_INPUTS, forward_mode_images
 from .memory import ProbeMemory
 from .radius import RECHECK_MARGIN, Bracket, whole_box_radius
 from .settings import Settings
@@ -40,6 +40,12 @@ KEEP_FAILED_PROBES = True
 #: the cheaper bounds whose radii start the search of an expensive one (each radius is a certificate)
 CHEAPER = {"crown-forward": ("crown-ibp",), "crown": ("crown-ibp", "crown-forward"),
            "alpha-crown": ("crown-ibp", "crown-forward")}
+#: the most inputs per image (C·H·W) for which crown-forward's radius starts full CROWN's search. On 8×8
+#: digits a crown-forward probe bounds many images in one pass and saves full-CROWN probes, one image
+#: each; on 28×28 MNIST a full-CROWN probe at a small radius costs about what a crown-forward probe
+#: does (the same forward-mode bounds, few neurons left to refine), so crown-forward's probes only
+#: delay the search (benchmarks/bench_verify.py --starts)
+FORWARD_START_MAX_INPUTS = FORWARD_MAX_INPUTS
 
 
 def target_classes(logits: torch.Tensor, y: torch.Tensor, target: str,
@@ -85,10 +91,11 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm="i
     radius r(ε) < ε at which its own linear bound (built for the ε-ball, so sound on every smaller
     ball) concretises to 0 (``certificates.margin_certificate``), which narrows the bracket
     without another bound. For ``crown`` / ``alpha-crown`` the start is the ``crown-ibp`` radius
-    (cheap, itself a certificate) refined by the ``crown-forward`` radius, and probes grow ×1.5
-    (where forward-mode bounds do not fit in memory, ``forward.forward_mode_images``, from
-    crown-ibp's, ×4). Only unfinished samples are bounded at each probe: one image at a time for
-    crown, as many as fit in memory for crown-forward, all together for the others.
+    (cheap, itself a certificate), refined by the ``crown-forward`` radius on images of at most
+    FORWARD_START_MAX_INPUTS inputs, and probes grow ×1.5 where forward-mode bounds fit in memory
+    (``forward.forward_mode_images``), else ×4. Only unfinished samples are bounded at each
+    probe: one image at a time for crown, as many as fit in memory for crown-forward, all together
+    for the others.
     ``recheck`` (default): a float32 radius is re-verified in float64 with a margin > RECHECK_MARGIN;
     where that fails, the search goes on below it (a float32 probe reads the bounds its image's failed
     float32 probes kept, which lift its margin near the crossing above what a float64 bound, reading
@@ -126,14 +133,19 @@ def radii(model, x, y, targets, settings: Settings) -> torch.Tensor:
     clean = (margin_spec(y, logits.shape[1], targets, logits.dtype) @ logits.unsqueeze(2)).squeeze(2).amin(1)
     lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
     failed = torch.full_like(lo, settings.eps_max)
-    # certified starts from cheaper bounds; crown-forward only where it fits in memory (as crown itself uses it)
-    starts = [m for m in CHEAPER.get(settings.method, ()) if m != "crown-forward" or forward_mode_images(graph) > 0]
+    # certified starts from cheaper bounds; crown-forward only where it fits in memory and the images are small
+    fits = forward_mode_images(graph) > 0
+    forward_start = fits and x[0].numel() <= FORWARD_START_MAX_INPUTS
+    starts = [m for m in CHEAPER.get(settings.method, ()) if m != "crown-forward" or forward_start]
     for cheap in starts:
         lo, _, failed = search(model, x, y, targets, replace(settings, method=cheap, rtol=max(settings.rtol, 0.1)),
                                lo, growth=4.0, group=group_size(cheap, graph), clean=clean, first=failed)
     recheck = settings.recheck and x.dtype != torch.float64
     group64 = group_size(settings.method, graph, torch.float64)
-    lo, verified, _ = search(model, x, y, targets, settings, lo, growth=1.5 if "crown-forward" in starts else 4.0,
+    # full CROWN grows its probes ×1.5 where forward-mode bounds fit in memory (steps informed by the margin
+    # bound's drop take it faster while that stays small), else ×4
+    slow = fits and settings.method in ("crown", "alpha-crown")
+    lo, verified, _ = search(model, x, y, targets, settings, lo, growth=1.5 if slow else 4.0,
                              group=group_size(settings.method, graph), clean=clean,
                              group64=group64 if recheck else None, first=failed)
     if recheck and bool(((lo > 0) & ~verified).any()):
