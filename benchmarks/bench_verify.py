@@ -334,7 +334,7 @@ def main():
         print("full CROWN: failed probes' bounds kept for the smaller probes, against every probe from scratch")
         probe_memory(args.probe_memory, args.probe_memory_mnist, workers)
     if args.starts or args.starts_mnist:
-        print("full CROWN: the search started from the crown-ibp radius alone, against crown-ibp then crown-forward")
+        print("full CROWN: the search started from crown-ibp then crown-forward, against crown-ibp alone")
         crown_starts(args.starts, args.starts_mnist, workers)
     if args.row_budget:
         print("full CROWN: intermediate backward rows chunked to a memory budget per coefficient tensor")
