@@ -10,6 +10,7 @@ from rnas_lib.certify import refine
 from rnas_lib.certify.backward import lower
 from rnas_lib.certify.certificates import bound_state
 from rnas_lib.certify.settings import Settings
+from test_bounds import ALL_OPS, derived  # the bound tests' derived networks
 
 
 def _net():
@@ -61,8 +62,6 @@ def test_a_constant_background_gives_bounds_that_do_not_depend_on_the_chunking(m
     the rows and on their windows. The relaxation must not follow those ulps (the max pool's choice
     of j broke such ties by round-off and moved these output bounds by 0.01): one pass over all rows on
     the whole map and 3 rows per chunk on their windows give the same bounds."""
-    from test_bounds import ALL_OPS, derived
-
     net = derived(seed, ALL_OPS).double().eval()
     x = torch.zeros(1, 1, 12, 12, dtype=torch.float64)
     x[..., 4:8, 3:8] = torch.rand(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))

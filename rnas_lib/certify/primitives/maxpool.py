@@ -1,6 +1,6 @@
 """Max pool: its relaxation and every rule that uses it.
 
-Over a window W with input bounds [l_i, u_i]: let j = argmax_i l_i; then
+Over a window W with input bounds [l_i, u_i]: let j be an input of largest l_i (ties: below); then
     z_j ≤ max_i z_i ≤ z_j + max(0, max_{i≠j} u_i − l_j)
 (sound: if the max is some z_k, k ≠ j, then z_k ≤ u_k ≤ l_j + c ≤ z_j + c, for any j), exact when
 z_j dominates the window. Both lines have slope 1 on z_j, so only the offset depends on the sign.
