@@ -14,8 +14,10 @@ Registry (``name`` argument):
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -98,15 +100,26 @@ def load_dataset(name: str = "digits", train: bool = True, data_root=None, limit
 
 
 def _digits(train: bool) -> TensorData:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target, dtype=torch.int64)
+    images, labels = _digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(labels, dtype=torch.int64)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     n_train = int(0.8 * len(y))
     index = order[:n_train] if train else order[n_train:]
     return TensorData(x[index], y[index])
+
+
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits (N, 8, 8), grey levels 0..16, and their labels, read from the CSV file inside
+    scikit-learn's wheel (what ``sklearn.datasets.load_digits`` reads) without importing scikit-learn,
+    whose import costs a notebook kernel or worker process about 2.5 s."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the digits dataset is read from scikit-learn's wheel: pip install scikit-learn")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1]
 
 
 def _from_uint8(images: np.ndarray, labels: np.ndarray, source: str) -> TensorData:

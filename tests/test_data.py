@@ -16,6 +16,20 @@ def test_digits_is_embedded_and_in_pixel_units():
     assert torch.allclose(train.x.std(), torch.tensor(info.std[0]), atol=1e-3)
 
 
+def test_digits_are_scikit_learns_digits():
+    """The digits are read from the CSV inside scikit-learn's wheel without importing it: the same
+    images and labels as sklearn.datasets.load_digits, in the same seeded split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    for train, index in ((True, order[:1437]), (False, order[1437:])):
+        data = load_dataset("digits", train)
+        assert torch.equal(data.x, x[index]) and torch.equal(data.y, y[index])
+
+
 def test_digits_train_and_test_are_disjoint():
     train, test = load_dataset("digits", True), load_dataset("digits", False)
     flat = {tuple(x.flatten().tolist()) for x in train.x}
