@@ -12,6 +12,8 @@ from rnas_lib import train as train_mod
 from rnas_lib.train import TrainConfig, build_network, train_network
 
 EPS = {"inf": 0.1, 2: 0.5}
+# one worker runs the module, so the session fixtures below train and attack the network once, not once per worker
+pytestmark = pytest.mark.xdist_group("attacks")
 
 
 @pytest.fixture(scope="session")

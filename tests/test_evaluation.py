@@ -12,6 +12,8 @@ from rnas_lib.genotypes import PUBLISHED
 from rnas_lib.train import TrainConfig, build_network, train_network
 from rnas_lib.verify import TARGETS, average_certified_bound, certified_accuracy, certified_mask, certified_radius
 
+# one worker runs the module, so the module fixture below trains its networks once, not once per worker
+pytestmark = pytest.mark.xdist_group("evaluation")
 N = 48
 EPS_GRID = {"inf": [0.0, 1e-4, 3e-4, 1e-3, 0.01, 0.05], 2: [0.0, 1e-4, 3e-4, 1e-3, 0.05, 0.3]}
 

@@ -17,8 +17,8 @@ from test_bounds import ALL_OPS, derived, supernet
 
 
 @pytest.mark.parametrize("make, size, batch", [(lambda: derived(3, ALL_OPS), 12, 1), (lambda: derived(4), 12, 2),
-                                               (lambda: supernet(5, C=2, steps=2, partial_channels=2), 8, 1),
-                                               (lambda: supernet(6, C=2, steps=3), 8, 2)])
+                                               (lambda: supernet(5, C=2, steps=2, partial_channels=2), 8, 2),
+                                               (lambda: supernet(6, C=2, steps=3), 8, 1)])
 def test_local_pass_equals_the_dense_pass(make, size, batch):
     """For rows of every ReLU / max-pool input node — one pixel at a corner, a window inside the map,
     the whole map — the local pass's (Λ, β) equal those of ``backward.backward`` on the same rows
