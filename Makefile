@@ -15,6 +15,11 @@ SWEEP_ARGS ?=
 export OMP_NUM_THREADS ?= 1
 # the workbook runs one notebook at a time: its kernel gets every core
 WORKBOOK_THREADS ?= $(shell nproc)
+# pip installs without compiling (half the install time: torch alone is thousands of modules); Python
+# compiles a module when it is first imported and keeps its bytecode inside the venv, also where
+# PYTHONDONTWRITEBYTECODE is set, so only what the project imports is compiled, once
+export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: setup workbook test lab bench sweep clean
 
@@ -22,9 +27,9 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-compile --upgrade pip
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $(STAMP)
 
