@@ -15,8 +15,8 @@ SWEEP_ARGS ?=
 export OMP_NUM_THREADS ?= 1
 # the workbook runs one notebook at a time: its kernel gets every core
 WORKBOOK_THREADS ?= $(shell nproc)
-# pip installs without compiling (half the install time: torch alone is thousands of modules); Python
-# compiles a module when it is first imported and keeps its bytecode inside the venv, also where
+# pip installs without compiling (torch's wheel alone holds thousands of modules); Python compiles a
+# module when it is first imported and keeps its bytecode inside the venv, also where
 # PYTHONDONTWRITEBYTECODE is set, so only what the project imports is compiled, once
 export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 export PYTHONDONTWRITEBYTECODE :=
